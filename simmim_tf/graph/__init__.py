@@ -1,0 +1,1 @@
+"""The graph: dense encoder outputs -> GraphTensor, attention layers, fusion."""

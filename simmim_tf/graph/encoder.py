@@ -1,0 +1,121 @@
+"""Dense states in, graph message passing inside, dense states and readouts out."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+import tensorflow_gnn as tfgnn
+
+from simmim_tf.graph.build import IMAGE, TEXT, build_multimodal_graph, text_nodes_to_dense
+from simmim_tf.graph.layers import GraphAttentionUpdate
+
+
+@keras.saving.register_keras_serializable(package="simmim_tf")
+class MultimodalGraphEncoder(keras.layers.Layer):
+    """Build the image+text GraphTensor and run K rounds of attention on it.
+
+    Inputs and outputs are plain tensors, so the layer sits in a functional
+    Keras model that `fit`, `export` and the TFLite converter accept; the
+    GraphTensor lives only inside `call`.
+
+    Args:
+        units: int. Width of node states.
+        grid_shape: tuple of 2 ints. `(height, width)` of the image grid.
+        num_rounds: int. Rounds K of message passing (0: no cross-modal mixing).
+        num_heads: int. Attention heads per edge set.
+        attention_type: str. `"gatv2"` or `"dot_product"`.
+        activation: str. The sigma of the node update.
+        dropout: float. Dropout inside each round.
+
+    Returns (from `call(image_states, text_states, padding_mask)`):
+        A dict with `image_node_states` `[batch, cells, units]`,
+        `text_node_states` `[batch, seq_len, units]` (zeros at padding), and the
+        per-example means `image_readout` and `text_readout` `[batch, units]`.
+
+    Example:
+    ```python
+    encoder = MultimodalGraphEncoder(units=16, grid_shape=(2, 2), num_rounds=1)
+    out = encoder(tf.zeros([2, 4, 16]), tf.zeros([2, 3, 16]), tf.ones([2, 3]))
+    out["image_readout"].shape  # (2, 16)
+    ```
+    """
+
+    def __init__(
+        self,
+        *,
+        units: int,
+        grid_shape: tuple[int, int],
+        num_rounds: int = 2,
+        num_heads: int = 4,
+        attention_type: str = "gatv2",
+        activation: str = "gelu",
+        dropout: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if num_rounds < 0:
+            raise ValueError(f"Number of rounds {num_rounds} must be >= 0.")
+        if len(grid_shape) != 2 or min(grid_shape) <= 0:
+            raise ValueError(f"Grid shape {grid_shape} must be (height, width) > 0.")
+        # === Layers ===
+        self.rounds = [
+            GraphAttentionUpdate(
+                units=units,
+                num_heads=num_heads,
+                attention_type=attention_type,
+                activation=activation,
+                dropout=dropout,
+                name=f"round_{index}",
+            )
+            for index in range(num_rounds)
+        ]
+        # === Config ===
+        self.units = units
+        self.grid_shape = tuple(grid_shape)
+        self.num_rounds = num_rounds
+        self.num_heads = num_heads
+        self.attention_type = attention_type
+        self.activation = activation
+        self.dropout = dropout
+
+    def call(self, image_states, text_states, padding_mask, training=None):
+        graph = build_multimodal_graph(
+            image_states, text_states, padding_mask, grid_shape=self.grid_shape
+        )
+        for update in self.rounds:
+            graph = update(graph=graph, training=training)
+        image_nodes = graph.node_sets[IMAGE][tfgnn.HIDDEN_STATE]
+        text_nodes = graph.node_sets[TEXT][tfgnn.HIDDEN_STATE]
+        height, width = self.grid_shape
+        return {
+            "image_node_states": tf.reshape(image_nodes, [-1, height * width, self.units]),
+            "text_node_states": text_nodes_to_dense(text_nodes, padding_mask),
+            "image_readout": tfgnn.pool_nodes_to_context(
+                graph, IMAGE, "mean", feature_value=image_nodes
+            ),
+            "text_readout": tfgnn.pool_nodes_to_context(
+                graph, TEXT, "mean", feature_value=text_nodes
+            ),
+        }
+
+    def compute_output_shape(self, image_states_shape, text_states_shape, padding_mask_shape):
+        batch = image_states_shape[0]
+        return {
+            "image_node_states": (batch, image_states_shape[1], self.units),
+            "text_node_states": (batch, text_states_shape[1], self.units),
+            "image_readout": (batch, self.units),
+            "text_readout": (batch, self.units),
+        }
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            grid_shape=self.grid_shape,
+            num_rounds=self.num_rounds,
+            num_heads=self.num_heads,
+            attention_type=self.attention_type,
+            activation=self.activation,
+            dropout=self.dropout,
+        )
+        return config

@@ -1,0 +1,1 @@
+"""Backbone, preprocessor and task models (keras-hub's split)."""

@@ -1,0 +1,163 @@
+"""`SimMIMPreprocessor`: raw images and strings -> `SimMIMBackbone` inputs."""
+
+from __future__ import annotations
+
+import keras
+import keras_hub
+import tensorflow as tf
+from keras_hub.src.utils.tensor_utils import preprocessing_function
+
+from simmim_tf.models.backbone import SimMIMBackbone
+
+# ImageNet statistics, as for keras-hub's ResNet presets.
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+@keras.saving.register_keras_serializable(package="simmim_tf")
+class SimMIMPreprocessor(keras_hub.models.Preprocessor):
+    """Turn raw images and texts into the inputs of `SimMIMBackbone`.
+
+    Images may be encoded bytes (PNG, JPEG, GIF, BMP; a `tf.string` tensor) or
+    pixel arrays `[H, W, 3]` / `[batch, H, W, 3]` of any size, uint8 in
+    [0, 255] or float in [0, 1]. They are resized to `image_size` and
+    normalised with ImageNet statistics. Texts are tokenised with the BERT
+    tokenizer, wrapped in `[CLS] ... [SEP]`, truncated to `sequence_length`
+    (a huge text is cut, never an error) and padded.
+
+    Args:
+        tokenizer: `keras_hub.models.BertTokenizer`.
+        image_size: tuple of 2 ints. `(height, width)` the model expects.
+        sequence_length: int. Padded length of token sequences.
+
+    Call with `x = {"images": ..., "texts": ...}` (and optional `y`,
+    `sample_weight`); returns `{"images", "token_ids", "padding_mask"}`. An
+    empty (or all-whitespace) text, undecodable image bytes or an image of the
+    wrong rank or channel count raise an error that names the problem.
+
+    Example:
+    ```python
+    preprocessor = SimMIMPreprocessor(
+        tokenizer=build_tokenizer(), image_size=(64, 64), sequence_length=32)
+    inputs = preprocessor({
+        "images": np.zeros([2, 64, 64, 3], "uint8"),
+        "texts": ["grinning face: face, grin", "red heart: heart, love"],
+    })
+    inputs["token_ids"].shape  # (2, 32)
+    ```
+    """
+
+    backbone_cls = SimMIMBackbone
+    tokenizer_cls = keras_hub.models.BertTokenizer
+
+    def __init__(
+        self,
+        tokenizer: keras_hub.models.BertTokenizer,
+        image_size: tuple[int, int] = (64, 64),
+        sequence_length: int = 32,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if sequence_length < 3:
+            raise ValueError(
+                f"Sequence length {sequence_length} must be >= 3 ([CLS], a token, [SEP])."
+            )
+        # === Layers ===
+        self.tokenizer = tokenizer
+        self.packer = None
+        # === Config ===
+        self.image_size = tuple(image_size)
+        self.sequence_length = sequence_length
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        self.packer = keras_hub.layers.StartEndPacker(
+            start_value=self.tokenizer.cls_token_id,
+            end_value=self.tokenizer.sep_token_id,
+            pad_value=self.tokenizer.pad_token_id,
+            sequence_length=self.sequence_length,
+            return_padding_mask=True,
+        )
+        # One code path (TensorFlow's) in eager calls and in tf.data alike.
+        for layer in (self.tokenizer, self.packer):
+            layer._allow_python_workflow = False
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self._image_size
+
+    @image_size.setter
+    def image_size(self, value) -> None:
+        self._image_size = tuple(value)
+
+    @preprocessing_function
+    def call(self, x, y=None, sample_weight=None):
+        if not isinstance(x, dict) or {"images", "texts"} - set(x):
+            raise ValueError(
+                "SimMIMPreprocessor expects x = {'images': ..., 'texts': ...}; "
+                f"got {type(x).__name__} with keys {sorted(x) if isinstance(x, dict) else None}."
+            )
+        texts = tf.convert_to_tensor(x["texts"])
+        if texts.dtype != tf.string:
+            raise TypeError(f"`texts` must be strings; got dtype {texts.dtype.name}.")
+        tf.debugging.assert_greater(
+            tf.strings.length(tf.strings.strip(texts)),
+            0,
+            message="SimMIMPreprocessor: a text is empty (or only whitespace); "
+            "every example needs at least one word.",
+        )
+        token_ids, padding_mask = self.packer(self.tokenizer(texts))
+        inputs = {
+            "images": self._images(x["images"]),
+            "token_ids": token_ids,
+            "padding_mask": padding_mask,
+        }
+        return keras.utils.pack_x_y_sample_weight(inputs, y, sample_weight)
+
+    def _images(self, images) -> tf.Tensor:
+        images = tf.convert_to_tensor(images)
+        if images.dtype == tf.string:
+            images = self._decode(images)
+        if images.shape.rank not in (3, 4) or images.shape[-1] != 3:
+            raise ValueError(
+                "`images` must be [H, W, 3] or [batch, H, W, 3] RGB pixels or "
+                f"encoded image bytes; got shape {images.shape} ({images.dtype.name})."
+            )
+        if images.dtype == tf.uint8:
+            images = tf.cast(images, tf.float32) / 255.0
+        elif images.dtype.is_floating:
+            images = tf.cast(images, tf.float32)
+        else:
+            raise TypeError(
+                f"`images` must be uint8 or float pixels; got {images.dtype.name}."
+            )
+        images = tf.image.resize(images, self.image_size, antialias=True)
+        return (images - IMAGE_MEAN) / IMAGE_STD
+
+    def _decode(self, encoded: tf.Tensor) -> tf.Tensor:
+        def decode_one(data):
+            # expand_animations=False: a GIF gives its first frame, shape [H, W, C].
+            image = tf.io.decode_image(data, channels=4, expand_animations=False)
+            image = tf.cast(image, tf.float32) / 255.0
+            # Composite transparency on white, as the emoji data set does.
+            rgb, alpha = image[..., :3], image[..., 3:]
+            composited = rgb * alpha + (1.0 - alpha)
+            return tf.image.resize(composited, self.image_size, antialias=True)
+
+        try:
+            if encoded.shape.rank == 0:
+                return decode_one(encoded)
+            return tf.map_fn(
+                decode_one,
+                encoded,
+                fn_output_signature=tf.TensorSpec([*self.image_size, 3], tf.float32),
+            )
+        except tf.errors.InvalidArgumentError as error:
+            raise ValueError(
+                f"SimMIMPreprocessor could not decode an image: {error.message}"
+            ) from None
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(image_size=self.image_size, sequence_length=self.sequence_length)
+        return config
