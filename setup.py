@@ -14,7 +14,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["simmim_tf", "simmim_tf.*"]),
-    package_data={"simmim_tf.data": ["sample/*", "sample/LICENSES/*"]},
+    package_data={
+        "simmim_tf.data": ["emoji_labels.json", "sample/*", "sample/LICENSES/*"]
+    },
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tf-keras>=2.21,<2.22",
@@ -22,6 +24,8 @@ setup(
         "keras-hub>=0.32,<0.33",
         "tensorflow-gnn==1.0.3",
         "tensorflow-datasets>=4.9.8,<5",
+        # tensorflow-datasets imports it lazily without declaring it.
+        "importlib_resources>=6",
         "tensorflow-serving-api>=2.21,<2.22",
         "ai-edge-litert>=2.0,<3",
         "pillow>=10",

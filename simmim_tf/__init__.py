@@ -10,10 +10,12 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from simmim_tf.graph.build import build_multimodal_graph  # noqa: E402
-from simmim_tf.graph.fusion import SqrtTwoFusion  # noqa: E402
-from simmim_tf.graph.layers import GraphAttentionConv  # noqa: E402
-from simmim_tf.graph.layers import GraphAttentionUpdate  # noqa: E402
 from simmim_tf.graph.encoder import MultimodalGraphEncoder  # noqa: E402
+from simmim_tf.graph.fusion import SqrtTwoFusion  # noqa: E402
+from simmim_tf.graph.layers import (
+    GraphAttentionConv,  # noqa: E402
+    GraphAttentionUpdate,  # noqa: E402
+)
 from simmim_tf.models.backbone import SimMIMBackbone  # noqa: E402
 from simmim_tf.models.baseline import LateFusionBaseline  # noqa: E402
 from simmim_tf.models.classifier import SimMIMClassifier  # noqa: E402

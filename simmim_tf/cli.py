@@ -1,7 +1,7 @@
 """`simmim-tf`: the command line.
 
-    simmim-tf demo                      train + compare on the bundled sample
-    simmim-tf data fetch --manual-dir D fetch the full emoji tarballs with npm
+simmim-tf demo                      train + compare on the bundled sample
+simmim-tf data fetch --manual-dir D fetch the full emoji tarballs with npm
 """
 
 from __future__ import annotations
@@ -12,12 +12,19 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `simmim-tf` console script."""
-    parser = argparse.ArgumentParser(prog="simmim-tf", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="simmim-tf",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="train SimMIM and the baseline, print a table")
-    demo.add_argument("--manual-dir", help="folder of npm tarballs (default: bundled sample)")
+    demo = commands.add_parser(
+        "demo", help="train SimMIM and the baseline, print a table"
+    )
+    demo.add_argument(
+        "--manual-dir", help="folder of npm tarballs (default: bundled sample)"
+    )
     demo.add_argument("--data-dir", help="TFDS data folder")
     demo.add_argument("--output-dir", default="runs/demo")
     demo.add_argument("--epochs", type=int, default=20)
@@ -48,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from simmim_tf.data import fetch_emoji_tarballs
 
-            for path in fetch_emoji_tarballs(args.manual_dir, vendors=tuple(args.vendors)):
+            for path in fetch_emoji_tarballs(
+                args.manual_dir, vendors=tuple(args.vendors)
+            ):
                 print(path)
     except (FileNotFoundError, RuntimeError, ValueError) as error:
         print(f"simmim-tf: error: {error}", file=sys.stderr)

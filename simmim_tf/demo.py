@@ -110,12 +110,20 @@ def run_demo(
         seconds = time.perf_counter() - start
         histories[name] = history.history
         rows[name] = {
-            f"{train_vendor} accuracy": model.evaluate(same_vendor, verbose=0, return_dict=True)["accuracy"],
-            f"{test_vendor} accuracy": model.evaluate(test, verbose=0, return_dict=True)["accuracy"],
+            f"{train_vendor} accuracy": model.evaluate(
+                same_vendor, verbose=0, return_dict=True
+            )["accuracy"],
+            f"{test_vendor} accuracy": model.evaluate(test, verbose=0, return_dict=True)[
+                "accuracy"
+            ],
             "parameters": model.count_params(),
             "train seconds": seconds,
         }
-    print_table(rows, title=f"{label_key} ({num_classes} classes), train {train_vendor} -> test {test_vendor}")
+    print_table(
+        rows,
+        title=f"{label_key} ({num_classes} classes), "
+        f"train {train_vendor} -> test {test_vendor}",
+    )
     write_outputs(pathlib.Path(output_dir), rows, histories)
     return rows
 
@@ -141,7 +149,10 @@ def write_outputs(output_dir: pathlib.Path, rows: dict, histories: dict) -> None
     import matplotlib.pyplot as plt
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output_dir / "results.json", json.dumps({"results": rows, "history": histories}, indent=2))
+    atomic_write_text(
+        output_dir / "results.json",
+        json.dumps({"results": rows, "history": histories}, indent=2),
+    )
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name, history in histories.items():
         epochs = np.arange(1, len(history["loss"]) + 1)
@@ -149,7 +160,7 @@ def write_outputs(output_dir: pathlib.Path, rows: dict, histories: dict) -> None
         axes[0].plot(epochs, history["val_loss"], "--", label=f"{name} test")
         axes[1].plot(epochs, history["accuracy"], label=f"{name} train")
         axes[1].plot(epochs, history["val_accuracy"], "--", label=f"{name} test")
-    for axis, metric in zip(axes, ("loss", "accuracy")):
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         axis.set_xlabel("epoch")
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
@@ -164,6 +175,8 @@ def write_outputs(output_dir: pathlib.Path, rows: dict, histories: dict) -> None
 
 def atomic_write_text(path: pathlib.Path, text: str) -> None:
     """Write a text file so that readers see the old or the new file, never half."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, delete=False, suffix=".tmp"
+    ) as tmp:
         tmp.write(text)
     os.replace(tmp.name, path)

@@ -75,9 +75,9 @@ def make_dataset(
             shuffle_buffer, seed=seed, reshuffle_each_iteration=True
         )
         # One independent stateless seed per example; a new draw every epoch.
-        seeds = tf.data.Dataset.random(
-            seed=seed, rerandomize_each_iteration=True
-        ).batch(2)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(
+            2
+        )
         examples = tf.data.Dataset.zip(examples, seeds).map(
             lambda example, example_seed: {
                 **example,

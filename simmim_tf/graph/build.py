@@ -84,7 +84,10 @@ def build_multimodal_graph(
     seq_len = tf.shape(mask)[1]
 
     # Merged-graph node id of every real token ([batch, seq_len]; junk at padding).
-    text_node_ids = tf.reshape(tf.cumsum(tf.cast(tf.reshape(mask, [-1]), tf.int32)), tf.shape(mask)) - 1
+    text_node_ids = (
+        tf.reshape(tf.cumsum(tf.cast(tf.reshape(mask, [-1]), tf.int32)), tf.shape(mask))
+        - 1
+    )
     num_tokens = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)  # [batch]
     image_nodes = tf.reshape(image_states, [-1, dim])  # [batch * cells, dim]
     text_nodes = tf.boolean_mask(text_states, mask)  # [num_tokens, dim]
@@ -105,7 +108,9 @@ def build_multimodal_graph(
     cross = tf.broadcast_to(mask[:, None, :], [batch_size, num_cells, seq_len])
     cell_ids = cell_offsets[:, :, None] + tf.range(num_cells)[None, :, None]
     cell_ids = tf.broadcast_to(cell_ids, [batch_size, num_cells, seq_len])
-    token_ids = tf.broadcast_to(text_node_ids[:, None, :], [batch_size, num_cells, seq_len])
+    token_ids = tf.broadcast_to(
+        text_node_ids[:, None, :], [batch_size, num_cells, seq_len]
+    )
     cross_cells = tf.boolean_mask(cell_ids, cross)  # [num_cross_edges]
     cross_tokens = tf.boolean_mask(token_ids, cross)
     cross_sizes = num_cells * num_tokens
@@ -138,8 +143,12 @@ def build_multimodal_graph(
                 (TEXT, tf.reshape(tf.stack([left, right], axis=1), [-1])),
                 (TEXT, tf.reshape(tf.stack([right, left], axis=1), [-1])),
             ),
-            IMAGE_TO_TEXT: edge_set(cross_sizes, (IMAGE, cross_cells), (TEXT, cross_tokens)),
-            TEXT_TO_IMAGE: edge_set(cross_sizes, (TEXT, cross_tokens), (IMAGE, cross_cells)),
+            IMAGE_TO_TEXT: edge_set(
+                cross_sizes, (IMAGE, cross_cells), (TEXT, cross_tokens)
+            ),
+            TEXT_TO_IMAGE: edge_set(
+                cross_sizes, (TEXT, cross_tokens), (IMAGE, cross_cells)
+            ),
         },
     )
 
@@ -147,5 +156,8 @@ def build_multimodal_graph(
 def text_nodes_to_dense(text_nodes: tf.Tensor, padding_mask: tf.Tensor) -> tf.Tensor:
     """Scatter text node states back to `[batch, seq_len, dim]`, zeros at padding."""
     mask = tf.cast(padding_mask, tf.bool)
-    shape = tf.concat([tf.shape(mask, out_type=tf.int64), tf.shape(text_nodes, out_type=tf.int64)[1:]], 0)
+    shape = tf.concat(
+        [tf.shape(mask, out_type=tf.int64), tf.shape(text_nodes, out_type=tf.int64)[1:]],
+        0,
+    )
     return tf.scatter_nd(tf.where(mask), text_nodes, shape)

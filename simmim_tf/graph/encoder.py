@@ -88,7 +88,9 @@ class MultimodalGraphEncoder(keras.layers.Layer):
         text_nodes = graph.node_sets[TEXT][tfgnn.HIDDEN_STATE]
         height, width = self.grid_shape
         return {
-            "image_node_states": tf.reshape(image_nodes, [-1, height * width, self.units]),
+            "image_node_states": tf.reshape(
+                image_nodes, [-1, height * width, self.units]
+            ),
             "text_node_states": text_nodes_to_dense(text_nodes, padding_mask),
             "image_readout": tfgnn.pool_nodes_to_context(
                 graph, IMAGE, "mean", feature_value=image_nodes
@@ -98,7 +100,9 @@ class MultimodalGraphEncoder(keras.layers.Layer):
             ),
         }
 
-    def compute_output_shape(self, image_states_shape, text_states_shape, padding_mask_shape):
+    def compute_output_shape(
+        self, image_states_shape, text_states_shape, padding_mask_shape
+    ):
         batch = image_states_shape[0]
         return {
             "image_node_states": (batch, image_states_shape[1], self.units),

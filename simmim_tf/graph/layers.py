@@ -82,12 +82,12 @@ class GraphAttentionConv(keras.layers.Layer):
                 f"Attention type {attention_type!r} must be one of {ATTENTION_TYPES}."
             )
         if not 0.0 <= attention_dropout < 1.0:
-            raise ValueError(
-                f"Attention dropout {attention_dropout} must be in [0, 1)."
-            )
+            raise ValueError(f"Attention dropout {attention_dropout} must be in [0, 1).")
         # === Layers ===
         width = num_heads * per_head_channels
-        dense = dict(units=width, use_bias=use_bias, kernel_initializer=kernel_initializer)
+        dense = dict(
+            units=width, use_bias=use_bias, kernel_initializer=kernel_initializer
+        )
         self.query = keras.layers.Dense(**dense, name="query")
         if attention_type == "gatv2":
             # GATv2 shares one transform of the sender for score and message.
@@ -124,7 +124,7 @@ class GraphAttentionConv(keras.layers.Layer):
         receiver_tag: int = tfgnn.TARGET,
         training: bool | None = None,
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Attention weights `[num_edges, heads]` and values `[num_edges, heads, channels]`."""
+        """Attention `[num_edges, heads]` and values `[num_edges, heads, channels]`."""
         sender_tag = tfgnn.reverse_tag(receiver_tag)
         adjacency = graph.edge_sets[edge_set_name].adjacency
         receiver_states = graph.node_sets[adjacency.node_set_name(receiver_tag)][
@@ -235,7 +235,8 @@ class GraphAttentionUpdate(keras.layers.Layer):
             raise ValueError(f"Dropout {dropout} must be in [0, 1).")
         # === Layers ===
         self.self_transforms = {
-            name: keras.layers.Dense(units, name=f"self_{name}") for name in node_set_names
+            name: keras.layers.Dense(units, name=f"self_{name}")
+            for name in node_set_names
         }
         self.convs = {
             name: GraphAttentionConv(
@@ -268,7 +269,9 @@ class GraphAttentionUpdate(keras.layers.Layer):
     def build(self, input_shape=None):
         self.built = True
 
-    def call(self, graph: tfgnn.GraphTensor, training: bool | None = None) -> tfgnn.GraphTensor:
+    def call(
+        self, graph: tfgnn.GraphTensor, training: bool | None = None
+    ) -> tfgnn.GraphTensor:
         new_states = {}
         for node_set in self.node_set_names:
             states = graph.node_sets[node_set][tfgnn.HIDDEN_STATE]

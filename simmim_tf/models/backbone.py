@@ -95,7 +95,9 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         # === Functional Model ===
         image_input = keras.Input(shape=image_encoder.input_shape[1:], name="images")
         token_id_input = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        padding_mask_input = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+        padding_mask_input = keras.Input(
+            shape=(None,), dtype="int32", name="padding_mask"
+        )
         feature_map = image_encoder(image_input)
         cells = keras.layers.Reshape((num_cells, feature_map.shape[-1]))(feature_map)
         image_states = self.image_projection(cells)
@@ -144,7 +146,7 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         text_encoder: str | None = None,
         image_encoder_weights: str | None = None,
         **kwargs,
-    ) -> "SimMIMBackbone":
+    ) -> SimMIMBackbone:
         """Build with encoders named by config (see `simmim_tf.encoders`).
 
         Args:
@@ -154,7 +156,11 @@ class SimMIMBackbone(keras_hub.models.Backbone):
             image_encoder_weights: str. Optional local `.weights.h5` file.
             **kwargs: the other `SimMIMBackbone` arguments.
         """
-        text = build_text_encoder() if text_encoder is None else build_text_encoder(text_encoder)
+        text = (
+            build_text_encoder()
+            if text_encoder is None
+            else build_text_encoder(text_encoder)
+        )
         return cls(
             image_encoder=build_image_encoder(image_encoder, image_encoder_weights),
             text_encoder=text,
@@ -175,7 +181,7 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         return config
 
     @classmethod
-    def from_config(cls, config: dict) -> "SimMIMBackbone":
+    def from_config(cls, config: dict) -> SimMIMBackbone:
         config = dict(config)
         for key in ("image_encoder", "text_encoder"):
             if isinstance(config[key], dict):

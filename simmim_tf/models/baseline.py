@@ -67,7 +67,11 @@ class LateFusionBaseline(keras.Model):
         fused = keras.layers.Dropout(dropout)(fused)
         logits = keras.layers.Dense(num_classes, name="logits")(fused)
         super().__init__(
-            inputs={"images": images, "token_ids": token_ids, "padding_mask": padding_mask},
+            inputs={
+                "images": images,
+                "token_ids": token_ids,
+                "padding_mask": padding_mask,
+            },
             outputs=logits,
             **kwargs,
         )
@@ -95,5 +99,5 @@ class LateFusionBaseline(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> "LateFusionBaseline":
+    def from_config(cls, config: dict) -> LateFusionBaseline:
         return cls(**config)

@@ -93,9 +93,10 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
     @preprocessing_function
     def call(self, x, y=None, sample_weight=None):
         if not isinstance(x, dict) or {"images", "texts"} - set(x):
+            keys = sorted(x) if isinstance(x, dict) else None
             raise ValueError(
                 "SimMIMPreprocessor expects x = {'images': ..., 'texts': ...}; "
-                f"got {type(x).__name__} with keys {sorted(x) if isinstance(x, dict) else None}."
+                f"got {type(x).__name__} with keys {keys}."
             )
         texts = tf.convert_to_tensor(x["texts"])
         if texts.dtype != tf.string:

@@ -1,0 +1,111 @@
+"""Fetch the npm tarballs that the `emoji_text` dataset is built from."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+
+from simmim_tf.data.emoji_text import (
+    DATASOURCE_VERSION,
+    DEFAULT_VENDORS,
+    EMOJIBASE_VERSION,
+    datasource_tarball_name,
+    emojibase_tarball_name,
+)
+
+# Their artwork is not licensed for redistribution: never fetched by default.
+UNLICENSED_VENDORS = ("apple", "facebook")
+
+
+def fetch_emoji_tarballs(
+    manual_dir: os.PathLike | str,
+    vendors: tuple[str, ...] = DEFAULT_VENDORS,
+    *,
+    allow_unlicensed_vendors: bool = False,
+) -> list[pathlib.Path]:
+    """Fetches the emoji npm tarballs into `manual_dir` with `npm pack`.
+
+    Tarballs already in `manual_dir` are kept as they are. Each missing one is
+    packed into a temporary folder inside `manual_dir` and moved in place with
+    `os.replace`, so an interrupted fetch never leaves a partial tarball.
+
+    Args:
+        manual_dir: path. Folder for the tarballs (created if needed).
+        vendors: tuple of str. Vendors whose `emoji-datasource-{vendor}` package
+            to fetch; `emojibase-data` is always fetched.
+        allow_unlicensed_vendors: bool. Allow "apple" and "facebook", whose
+            artwork is not licensed for redistribution.
+
+    Returns:
+        The paths of all the tarballs, vendors first, emojibase-data last.
+
+    Raises:
+        ValueError: an unlicensed vendor was requested without the flag.
+        RuntimeError: `npm` is not on PATH (the message lists the files to put
+            in `manual_dir` by hand) or `npm pack` failed.
+
+    Example:
+
+    ```python
+    paths = fetch_emoji_tarballs("~/emoji_npm")
+    builder = emoji_text_builder(manual_dir="~/emoji_npm")
+    ```
+    """
+    if isinstance(vendors, str):
+        raise TypeError(f"`vendors` must be a tuple of names, not {vendors!r}.")
+    vendors = tuple(vendors)
+    refused = [v for v in vendors if v in UNLICENSED_VENDORS]
+    if refused and not allow_unlicensed_vendors:
+        raise ValueError(
+            f"Refusing to fetch vendor(s) {refused}: their emoji artwork is not "
+            "licensed for redistribution. Pass allow_unlicensed_vendors=True only "
+            "if you have the rights to use it, and never redistribute it."
+        )
+    manual_dir = pathlib.Path(manual_dir).expanduser()
+    packages = [
+        (f"emoji-datasource-{v}@{DATASOURCE_VERSION}", datasource_tarball_name(v))
+        for v in vendors
+    ]
+    packages.append((f"emojibase-data@{EMOJIBASE_VERSION}", emojibase_tarball_name()))
+    paths = [manual_dir / name for _, name in packages]
+    missing = [
+        (spec, name) for spec, name in packages if not (manual_dir / name).is_file()
+    ]
+    if not missing:
+        return paths
+
+    npm = shutil.which("npm")
+    if npm is None:
+        files = "\n".join(f"  {name}" for _, name in missing)
+        raise RuntimeError(
+            f"`npm` is not on PATH, so these tarballs cannot be fetched:\n{files}\n"
+            f"Put files with exactly these names in {str(manual_dir)!r} by hand, "
+            "e.g. made with `npm pack <package>@<version>` on a machine with npm "
+            f"({', '.join(spec for spec, _ in missing)})."
+        )
+    manual_dir.mkdir(parents=True, exist_ok=True)
+    for spec, name in missing:
+        with tempfile.TemporaryDirectory(dir=manual_dir, prefix=".npm-pack-") as tmp:
+            result = subprocess.run(
+                [npm, "pack", spec, "--pack-destination", tmp],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"`npm pack {spec}` failed with exit code {result.returncode}:\n"
+                    f"{result.stderr.strip()[-2000:]}"
+                )
+            packed = pathlib.Path(tmp) / name
+            if not packed.is_file():
+                found = sorted(p.name for p in pathlib.Path(tmp).iterdir())
+                raise RuntimeError(
+                    f"`npm pack {spec}` did not write {name}; it wrote {found}."
+                )
+            os.replace(packed, manual_dir / name)
+    return paths

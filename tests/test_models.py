@@ -1,0 +1,205 @@
+"""Backbone, classifier and baseline: invariances, cross-modal flow, fit, saving."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import simmim_tf
+from simmim_tf.encoders import MINILM_PRESET_DIR, build_text_encoder
+from tests.conftest import tiny_backbone
+
+
+def run(backbone, inputs):
+    return {
+        k: keras.ops.convert_to_numpy(v)
+        for k, v in backbone(inputs, training=False).items()
+    }
+
+
+def test_output_shapes(backbone, preprocessor, raw_batch):
+    outputs = run(backbone, preprocessor(raw_batch))
+    assert outputs["image_node_states"].shape == (4, 16, 16)  # 4x4 cells
+    assert outputs["text_node_states"].shape == (4, 12, 16)
+    for key in ("image_embedding", "text_embedding", "fused_embedding"):
+        assert outputs[key].shape == (4, 16)
+        assert np.isfinite(outputs[key]).all()
+
+
+def test_fused_embedding_is_sqrt_two_fusion_of_readouts(
+    backbone, preprocessor, raw_batch
+):
+    out = run(backbone, preprocessor(raw_batch))
+    expected = (
+        out["image_embedding"].astype(np.float64) + out["text_embedding"]
+    ) / np.sqrt(2)
+    np.testing.assert_allclose(out["fused_embedding"], expected, rtol=1e-6, atol=1e-7)
+
+
+def test_readouts_are_means_of_real_node_states(backbone, preprocessor, raw_batch):
+    inputs = preprocessor(raw_batch)
+    out = run(backbone, inputs)
+    mask = keras.ops.convert_to_numpy(inputs["padding_mask"]).astype(bool)
+    text_mean = (out["text_node_states"] * mask[..., None]).sum(1) / mask.sum(
+        1, keepdims=True
+    )
+    np.testing.assert_allclose(out["text_embedding"], text_mean, atol=1e-5)
+    np.testing.assert_allclose(
+        out["image_embedding"], out["image_node_states"].mean(1), atol=1e-5
+    )
+    assert (out["text_node_states"][~mask] == 0).all()
+
+
+def test_padding_tokens_change_nothing(backbone, tokenizer, raw_batch):
+    short = simmim_tf.SimMIMPreprocessor(
+        tokenizer=tokenizer, image_size=(16, 16), sequence_length=12
+    )
+    long = simmim_tf.SimMIMPreprocessor(
+        tokenizer=tokenizer, image_size=(16, 16), sequence_length=20
+    )
+    a, b = short(raw_batch), long(raw_batch)
+    # Also put junk ids under the padding: the mask alone must hide them.
+    mask = keras.ops.convert_to_numpy(b["padding_mask"]).astype(bool)
+    b["token_ids"] = tf.where(mask, b["token_ids"], 1234)
+    out_a, out_b = run(backbone, a), run(backbone, b)
+    for key in (
+        "image_embedding",
+        "text_embedding",
+        "fused_embedding",
+        "image_node_states",
+    ):
+        np.testing.assert_allclose(out_a[key], out_b[key], atol=1e-5, err_msg=key)
+    np.testing.assert_allclose(
+        out_a["text_node_states"], out_b["text_node_states"][:, :12], atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("num_rounds, crosses", [(2, True), (0, False)])
+def test_messages_cross_modalities_only_with_rounds(
+    num_rounds, crosses, preprocessor, raw_batch
+):
+    backbone = tiny_backbone(num_rounds=num_rounds)
+    other = dict(
+        raw_batch, texts=np.array(["dog", "blue car driving fast", "moon", "ok"])
+    )
+    image_a = run(backbone, preprocessor(raw_batch))["image_embedding"]
+    image_b = run(backbone, preprocessor(other))["image_embedding"]
+    assert (np.abs(image_a - image_b).max() > 1e-4) == crosses
+
+
+def test_config_round_trip_gives_same_architecture(backbone):
+    clone = simmim_tf.SimMIMBackbone.from_config(backbone.get_config())
+    assert clone.get_config() == backbone.get_config()
+    assert clone.count_params() == backbone.count_params()
+
+
+def test_fit_lowers_the_loss_on_a_learnable_task(preprocessor):
+    # Label = which of two words the text holds; images are noise.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=32)
+    raw = {
+        "images": rng.integers(0, 256, size=(32, 16, 16, 3), dtype=np.uint8),
+        "texts": np.where(labels == 1, "red heart", "blue car"),
+    }
+    classifier = simmim_tf.SimMIMClassifier(
+        backbone=tiny_backbone(), num_classes=2, preprocessor=preprocessor
+    )
+    classifier.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = classifier.fit(raw, labels, epochs=8, batch_size=8, verbose=0)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    assert history.history["accuracy"][-1] == 1.0
+
+
+def test_classifier_keras_file_round_trip(tmp_path, preprocessor, raw_batch):
+    classifier = simmim_tf.SimMIMClassifier(
+        backbone=tiny_backbone(), num_classes=3, preprocessor=preprocessor
+    )
+    expected = classifier.predict(raw_batch, verbose=0)
+    classifier.save(tmp_path / "model.keras")
+    restored = keras.models.load_model(tmp_path / "model.keras")
+    assert isinstance(restored, simmim_tf.SimMIMClassifier)
+    assert isinstance(restored.preprocessor, simmim_tf.SimMIMPreprocessor)
+    np.testing.assert_array_equal(restored.predict(raw_batch, verbose=0), expected)
+
+
+def test_backbone_preset_round_trip(tmp_path, backbone, preprocessor, raw_batch):
+    backbone.save_to_preset(tmp_path / "preset")
+    restored = simmim_tf.SimMIMBackbone.from_preset(str(tmp_path / "preset"))
+    inputs = preprocessor(raw_batch)
+    np.testing.assert_array_equal(
+        run(restored, inputs)["fused_embedding"], run(backbone, inputs)["fused_embedding"]
+    )
+
+
+def test_baseline_trains_and_round_trips(tmp_path, preprocessor, raw_batch):
+    inputs = preprocessor(raw_batch)
+    baseline = simmim_tf.LateFusionBaseline(
+        num_classes=3,
+        vocabulary_size=30522,
+        image_shape=(16, 16, 3),
+        conv_filters=(8, 16),
+    )
+    baseline.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = baseline.fit(inputs, np.array([0, 1, 2, 0]), epochs=5, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    baseline.save(tmp_path / "baseline.keras")
+    restored = keras.models.load_model(tmp_path / "baseline.keras")
+    np.testing.assert_allclose(
+        restored.predict(inputs, verbose=0),
+        baseline.predict(inputs, verbose=0),
+        atol=1e-6,
+    )
+
+
+def test_minilm_preset_matches_the_pytorch_reference(tokenizer):
+    """keras-hub's MiniLM equals the same checkpoint run by transformers/PyTorch."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    encoder = build_text_encoder(MINILM_PRESET_DIR)
+    assert encoder.hidden_dim == 384 and encoder.num_layers == 6
+    token_ids = np.array([[101, 7592, 2088, 102, 0, 0]])
+    mask = (token_ids != 0).astype("int32")
+    ours = keras.ops.convert_to_numpy(
+        encoder(
+            {
+                "token_ids": token_ids,
+                "segment_ids": np.zeros_like(token_ids),
+                "padding_mask": mask,
+            }
+        )["sequence_output"]
+    )
+    assert ours.shape == (1, 6, 384) and np.isfinite(ours).all()
+    reference_model = transformers.AutoModel.from_pretrained(MINILM_PRESET_DIR).eval()
+    with torch.no_grad():
+        reference = reference_model(
+            input_ids=torch.tensor(token_ids), attention_mask=torch.tensor(mask)
+        ).last_hidden_state.numpy()
+    # Same checkpoint, different kernels: tiny numeric drift, same directions.
+    # (Random or mis-mapped weights give cosines near 0.)
+    ours, reference = ours[0, :4], reference[0, :4]
+    np.testing.assert_allclose(ours, reference, atol=5e-3)
+    cosine = (
+        (ours * reference).sum(-1)
+        / np.linalg.norm(ours, axis=-1)
+        / np.linalg.norm(reference, axis=-1)
+    )
+    assert cosine.min() > 0.9999
+
+
+def test_text_encoder_refuses_remote_presets():
+    with pytest.raises(FileNotFoundError, match="is not a local folder"):
+        build_text_encoder("bert_base_en")
+
+
+def test_classifier_validates_num_classes(backbone):
+    with pytest.raises(ValueError, match="Number of classes 1 must be >= 2"):
+        simmim_tf.SimMIMClassifier(backbone=backbone, num_classes=1)
+
+
+def test_graph_model_runs_in_a_tf_function(backbone, preprocessor, raw_batch):
+    # Dynamic batch and sequence sizes through one traced function.
+    inputs = preprocessor(raw_batch)
+    fn = tf.function(lambda x: backbone(x)["fused_embedding"], reduce_retracing=True)
+    assert fn(inputs).shape == (4, 16)
+    smaller = {k: v[:2] for k, v in inputs.items()}
+    assert fn(smaller).shape == (2, 16)
