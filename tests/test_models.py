@@ -122,12 +122,21 @@ def test_classifier_keras_file_round_trip(tmp_path, preprocessor, raw_batch):
     np.testing.assert_array_equal(restored.predict(raw_batch, verbose=0), expected)
 
 
-def test_backbone_preset_round_trip(tmp_path, backbone, preprocessor, raw_batch):
-    backbone.save_to_preset(tmp_path / "preset")
-    restored = simmim_tf.SimMIMBackbone.from_preset(str(tmp_path / "preset"))
+def test_preset_folder_round_trip(tmp_path, preprocessor, raw_batch):
+    # keras-hub's Backbone / Preprocessor / Task presets, all from one folder.
+    classifier = simmim_tf.SimMIMClassifier(
+        backbone=tiny_backbone(), num_classes=3, preprocessor=preprocessor
+    )
+    classifier.save_to_preset(str(tmp_path))
+    restored = simmim_tf.SimMIMClassifier.from_preset(str(tmp_path))
+    np.testing.assert_array_equal(
+        restored.predict(raw_batch, verbose=0), classifier.predict(raw_batch, verbose=0)
+    )
+    backbone = simmim_tf.SimMIMBackbone.from_preset(str(tmp_path))
     inputs = preprocessor(raw_batch)
     np.testing.assert_array_equal(
-        run(restored, inputs)["fused_embedding"], run(backbone, inputs)["fused_embedding"]
+        run(backbone, inputs)["fused_embedding"],
+        run(classifier.backbone, inputs)["fused_embedding"],
     )
 
 
