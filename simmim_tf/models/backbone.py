@@ -9,6 +9,7 @@ from simmim_tf.encoders.image import build_image_encoder, feature_grid
 from simmim_tf.encoders.text import build_text_encoder
 from simmim_tf.graph.encoder import MultimodalGraphEncoder
 from simmim_tf.graph.fusion import SqrtTwoFusion
+from simmim_tf.models.inputs import model_inputs
 
 
 @keras.saving.register_keras_serializable(package="simmim_tf")
@@ -93,10 +94,11 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         self.fusion = SqrtTwoFusion(dtype=dtype, name="fusion")
 
         # === Functional Model ===
-        image_input = keras.Input(shape=image_encoder.input_shape[1:], name="images")
-        token_id_input = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        padding_mask_input = keras.Input(
-            shape=(None,), dtype="int32", name="padding_mask"
+        inputs = model_inputs(image_encoder.input_shape[1:])
+        image_input, token_id_input, padding_mask_input = (
+            inputs["images"],
+            inputs["token_ids"],
+            inputs["padding_mask"],
         )
         feature_map = image_encoder(image_input)
         cells = keras.layers.Reshape((num_cells, feature_map.shape[-1]))(feature_map)
@@ -121,11 +123,7 @@ class SimMIMBackbone(keras_hub.models.Backbone):
             ),
         }
         super().__init__(
-            inputs={
-                "images": image_input,
-                "token_ids": token_id_input,
-                "padding_mask": padding_mask_input,
-            },
+            inputs=inputs,
             outputs=outputs,
             dtype=dtype,
             **kwargs,

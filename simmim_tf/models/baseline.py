@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import keras
 
+from simmim_tf.models.inputs import model_inputs
+
 
 @keras.saving.register_keras_serializable(package="simmim_tf")
 class LateFusionBaseline(keras.Model):
@@ -47,9 +49,12 @@ class LateFusionBaseline(keras.Model):
         dropout: float = 0.2,
         **kwargs,
     ):
-        images = keras.Input(shape=image_shape, name="images")
-        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+        inputs = model_inputs(image_shape)
+        images, token_ids, padding_mask = (
+            inputs["images"],
+            inputs["token_ids"],
+            inputs["padding_mask"],
+        )
 
         x = images
         for filters in conv_filters:
@@ -67,11 +72,7 @@ class LateFusionBaseline(keras.Model):
         fused = keras.layers.Dropout(dropout)(fused)
         logits = keras.layers.Dense(num_classes, name="logits")(fused)
         super().__init__(
-            inputs={
-                "images": images,
-                "token_ids": token_ids,
-                "padding_mask": padding_mask,
-            },
+            inputs=inputs,
             outputs=logits,
             **kwargs,
         )
