@@ -1,0 +1,1 @@
+"""Pre-training pieces: SimMIM masking and reconstruction, contrastive loss."""

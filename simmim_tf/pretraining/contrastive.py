@@ -1,0 +1,60 @@
+"""Image-text contrastive learning (CLIP's InfoNCE with learnable temperature)."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="simmim_tf")
+class ContrastiveLoss(keras.layers.Layer):
+    """Symmetric InfoNCE between paired image and text embeddings.
+
+    Embeddings are L2-normalised; `logits = cos(image_i, text_j) / T`; the loss
+    is the mean of cross-entropy image->text and text->image with the matching
+    pair as the target. The temperature T is learnable, stored as
+    `log(1 / T)`, initialised at `initial_temperature` (0.07, as in CLIP) and
+    clipped so that 1/T stays <= 100.
+
+    Args:
+        initial_temperature: float. Starting temperature.
+
+    Example:
+    ```python
+    loss = ContrastiveLoss()(image_embeddings, text_embeddings)
+    ```
+    """
+
+    def __init__(self, initial_temperature: float = 0.07, **kwargs):
+        super().__init__(**kwargs)
+        if initial_temperature <= 0:
+            raise ValueError(f"Temperature {initial_temperature} must be greater than 0.")
+        self.initial_temperature = initial_temperature
+        self.log_inverse_temperature = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(math.log(1.0 / initial_temperature)),
+            name="log_inverse_temperature",
+        )
+
+    def similarity(self, image_embeddings, text_embeddings) -> tf.Tensor:
+        """Temperature-scaled cosine similarities `[num_images, num_texts]`."""
+        images = tf.math.l2_normalize(image_embeddings, axis=-1)
+        texts = tf.math.l2_normalize(text_embeddings, axis=-1)
+        scale = tf.exp(tf.minimum(self.log_inverse_temperature, math.log(100.0)))
+        return scale * tf.matmul(images, texts, transpose_b=True)
+
+    def call(self, image_embeddings, text_embeddings):
+        logits = self.similarity(image_embeddings, text_embeddings)
+        targets = tf.range(tf.shape(logits)[0])
+        image_to_text = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+        text_to_image = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            targets, tf.transpose(logits)
+        )
+        return 0.5 * (tf.reduce_mean(image_to_text) + tf.reduce_mean(text_to_image))
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(initial_temperature=self.initial_temperature)
+        return config

@@ -1,0 +1,113 @@
+"""Pre-training pieces: SimMIM masks and loss, InfoNCE, retrieval metrics."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from simmim_tf.evaluation.retrieval import recall_at_k
+from simmim_tf.pretraining.contrastive import ContrastiveLoss
+from simmim_tf.pretraining.masking import (
+    MaskTokenLayer,
+    PixelReconstructionHead,
+    masked_l1_loss,
+    simmim_mask,
+)
+
+
+def test_mask_has_exact_ratio_and_is_patch_aligned():
+    mask = simmim_mask(8, (64, 64), patch_size=16, mask_ratio=0.6, seed=(1, 2)).numpy()
+    assert mask.shape == (8, 64, 64)
+    patches = mask.reshape(8, 4, 16, 4, 16)
+    # Constant inside every 16x16 patch.
+    assert (patches.min(axis=(2, 4)) == patches.max(axis=(2, 4))).all()
+    assert (patches[:, :, 0, :, 0].sum(axis=(1, 2)) == round(0.6 * 16)).all()
+    assert len({m.tobytes() for m in mask}) > 1  # independent per image
+
+
+def test_mask_is_deterministic_under_a_seed():
+    a = simmim_mask(4, (32, 32), patch_size=8, seed=(3, 4))
+    b = simmim_mask(4, (32, 32), patch_size=8, seed=(3, 4))
+    c = simmim_mask(4, (32, 32), patch_size=8, seed=(5, 4))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_mask_validates_arguments():
+    with pytest.raises(ValueError, match=r"divisible by patch size 10"):
+        simmim_mask(1, (64, 64), patch_size=10)
+    with pytest.raises(ValueError, match=r"Mask ratio 1.0 must be in \(0, 1\)"):
+        simmim_mask(1, (64, 64), patch_size=16, mask_ratio=1.0)
+
+
+def test_l1_loss_ignores_unmasked_pixels():
+    rng = np.random.default_rng(0)
+    mask = simmim_mask(2, (16, 16), patch_size=4, seed=(0, 1))
+    target = rng.normal(size=(2, 16, 16, 3)).astype(np.float32)
+    prediction = rng.normal(size=(2, 16, 16, 3)).astype(np.float32)
+    loss = masked_l1_loss(target, prediction, mask).numpy()
+    changed = np.where(mask.numpy()[..., None] == 1, target, target + 100.0)
+    assert masked_l1_loss(changed, prediction, mask).numpy() == pytest.approx(loss)
+    m = mask.numpy()[..., None].repeat(3, -1).astype(bool)
+    assert loss == pytest.approx(np.abs(target - prediction)[m].mean(), rel=1e-5)
+
+
+def test_mask_token_replaces_only_masked_pixels():
+    images = tf.ones([1, 8, 8, 3])
+    mask = simmim_mask(1, (8, 8), patch_size=4, mask_ratio=0.5)
+    layer = MaskTokenLayer()
+    layer.build(images.shape)
+    layer.mask_token.assign([-1.0, -2.0, -3.0])
+    out = layer(images, mask).numpy()
+    masked = mask.numpy()[0].astype(bool)
+    np.testing.assert_array_equal(
+        out[0][masked], np.tile([-1.0, -2.0, -3.0], (masked.sum(), 1))
+    )
+    assert (out[0][~masked] == 1.0).all()
+
+
+def test_reconstruction_head_restores_image_resolution():
+    head = PixelReconstructionHead(stride=16)
+    assert head(tf.zeros([2, 4, 4, 64])).shape == (2, 64, 64, 3)
+
+
+def test_infonce_matches_numpy_reference():
+    rng = np.random.default_rng(0)
+    images, texts = rng.normal(size=(2, 6, 8))
+    loss = ContrastiveLoss()(images, texts).numpy()
+
+    def normalise(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    logits = normalise(images) @ normalise(texts).T / 0.07
+
+    def cross_entropy(rows):
+        rows = rows - rows.max(axis=1, keepdims=True)
+        log_softmax = rows - np.log(np.exp(rows).sum(axis=1, keepdims=True))
+        return -np.diag(log_softmax).mean()
+
+    expected = 0.5 * (cross_entropy(logits) + cross_entropy(logits.T))
+    assert loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_infonce_temperature_is_learnable():
+    loss_layer = ContrastiveLoss()
+    images = tf.random.normal([4, 8], seed=1)
+    with tf.GradientTape() as tape:
+        loss = loss_layer(images, images + 0.1)
+    gradient = tape.gradient(loss, loss_layer.log_inverse_temperature)
+    assert gradient is not None and float(gradient) != 0.0
+    assert float(loss_layer.log_inverse_temperature) == pytest.approx(np.log(1 / 0.07))
+
+
+def test_recall_at_k_on_a_hand_computed_example():
+    similarity = np.array(
+        [
+            [0.9, 0.1, 0.2, 0.0],  # relevant 0 ranks 1st
+            [0.5, 0.4, 0.6, 0.7],  # relevant 1 ranks 4th
+            [0.3, 0.8, 0.5, 0.1],  # relevant 2 ranks 2nd
+        ]
+    )
+    got = recall_at_k(similarity, np.array([0, 1, 2]), ks=(1, 2, 4))
+    assert got == {"R@1": 1 / 3, "R@2": 2 / 3, "R@4": 1.0}
+    with pytest.raises(ValueError, match="Expected similarity"):
+        recall_at_k(similarity, np.array([0, 1]))
