@@ -106,7 +106,10 @@ def run_demo(
             model.compile(optimizer=keras.optimizers.AdamW(1e-3))
         print(f"\n== {name} ==")
         start = time.perf_counter()
-        history = model.fit(train, epochs=epochs, validation_data=test, verbose=verbose)
+        # The pipeline shuffles (seeded); Keras cannot shuffle a tf.data.Dataset.
+        history = model.fit(
+            train, epochs=epochs, validation_data=test, shuffle=False, verbose=verbose
+        )
         seconds = time.perf_counter() - start
         histories[name] = history.history
         rows[name] = {
