@@ -39,7 +39,8 @@ class SimMIMBackbone(keras_hub.models.Backbone):
     `token_ids` `[batch, seq_len]` int and `padding_mask` `[batch, seq_len]`.
 
     Outputs: a dict of plain tensors: `image_node_states`, `text_node_states`,
-    `image_embedding` (x), `text_embedding` (y), `fused_embedding` (z).
+    `image_unimodal_embedding` and `text_unimodal_embedding` (means before the
+    graph), `image_embedding` (x), `text_embedding` (y), `fused_embedding` (z).
 
     Example:
     ```python
@@ -93,35 +94,15 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         )
         self.fusion = SqrtTwoFusion(dtype=dtype, name="fusion")
 
+        self.image_cells = keras.layers.Reshape(
+            (num_cells, image_encoder.output_shape[-1]), dtype=dtype, name="image_cells"
+        )
+
         # === Functional Model ===
         inputs = model_inputs(image_encoder.input_shape[1:])
-        image_input, token_id_input, padding_mask_input = (
-            inputs["images"],
-            inputs["token_ids"],
-            inputs["padding_mask"],
-        )
-        feature_map = image_encoder(image_input)
-        cells = keras.layers.Reshape((num_cells, feature_map.shape[-1]))(feature_map)
-        image_states = self.image_projection(cells)
-        image_states = image_states + self.image_position_embedding(image_states)
-        token_states = text_encoder(
-            {
-                "token_ids": token_id_input,
-                "segment_ids": keras.ops.zeros_like(token_id_input),
-                "padding_mask": padding_mask_input,
-            }
-        )["sequence_output"]
-        text_states = self.text_projection(token_states)
-        graph_outputs = self.graph_encoder(image_states, text_states, padding_mask_input)
-        outputs = {
-            "image_node_states": graph_outputs["image_node_states"],
-            "text_node_states": graph_outputs["text_node_states"],
-            "image_embedding": graph_outputs["image_readout"],
-            "text_embedding": graph_outputs["text_readout"],
-            "fused_embedding": self.fusion(
-                graph_outputs["image_readout"], graph_outputs["text_readout"]
-            ),
-        }
+        _, image_states = self.encode_images(inputs["images"])
+        text_states = self.encode_texts(inputs["token_ids"], inputs["padding_mask"])
+        outputs = self.fuse(image_states, text_states, inputs["padding_mask"])
         super().__init__(
             inputs=inputs,
             outputs=outputs,
@@ -136,6 +117,51 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         self.attention_type = attention_type
         self.dropout = dropout
         self.grid_shape = (height, width)
+
+    def encode_images(self, images):
+        """Feature map `[B, h, w, c]` and projected cell states `[B, h*w, d]`.
+
+        The cell states are what the graph's image nodes start from; their
+        mean is the unimodal image embedding (before any cross-modal edge).
+        """
+        feature_map = self.image_encoder(images)
+        states = self.image_projection(self.image_cells(feature_map))
+        return feature_map, states + self.image_position_embedding(states)
+
+    def encode_texts(self, token_ids, padding_mask):
+        """Projected token states `[B, L, d]`, the graph's text nodes to be."""
+        token_states = self.text_encoder(
+            {
+                "token_ids": token_ids,
+                "segment_ids": keras.ops.zeros_like(token_ids),
+                "padding_mask": padding_mask,
+            }
+        )["sequence_output"]
+        return self.text_projection(token_states)
+
+    def fuse(self, image_states, text_states, padding_mask) -> dict:
+        """Run the graph on encoded states; returns the backbone's output dict.
+
+        `image_unimodal_embedding` and `text_unimodal_embedding` are the means
+        of the states before message passing (what a dual encoder compares);
+        `image_embedding`, `text_embedding` and `fused_embedding` come after.
+        """
+        graph_outputs = self.graph_encoder(image_states, text_states, padding_mask)
+        mask = keras.ops.expand_dims(keras.ops.cast(padding_mask, text_states.dtype), -1)
+        text_mean = keras.ops.sum(text_states * mask, axis=1) / keras.ops.maximum(
+            keras.ops.sum(mask, axis=1), 1.0
+        )
+        return {
+            "image_node_states": graph_outputs["image_node_states"],
+            "text_node_states": graph_outputs["text_node_states"],
+            "image_unimodal_embedding": keras.ops.mean(image_states, axis=1),
+            "text_unimodal_embedding": text_mean,
+            "image_embedding": graph_outputs["image_readout"],
+            "text_embedding": graph_outputs["text_readout"],
+            "fused_embedding": self.fusion(
+                graph_outputs["image_readout"], graph_outputs["text_readout"]
+            ),
+        }
 
     @classmethod
     def from_encoder_configs(
