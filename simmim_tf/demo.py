@@ -8,17 +8,16 @@ on another vendor's drawings of the same emoji (google).
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import tempfile
 import time
 
 import keras
-import numpy as np
 
 from simmim_tf.data import emoji_text_builder
 from simmim_tf.data.pipeline import make_dataset
 from simmim_tf.encoders import build_tokenizer
+from simmim_tf.evaluation.plots import atomic_write_text, plot_training_curves
+from simmim_tf.evaluation.report import print_table
 from simmim_tf.models.backbone import SimMIMBackbone
 from simmim_tf.models.baseline import LateFusionBaseline
 from simmim_tf.models.classifier import SimMIMClassifier
@@ -131,55 +130,13 @@ def run_demo(
     return rows
 
 
-def print_table(rows: dict[str, dict], title: str) -> None:
-    """Print a result table: one row per model, one column per metric."""
-    columns = list(next(iter(rows.values())))
-    name_width = max(len(name) for name in rows) + 2
-    header = "model".ljust(name_width) + "".join(f"{c:>20}" for c in columns)
-    print(f"\n{title}\n{header}\n{'-' * len(header)}")
-    for name, row in rows.items():
-        cells = "".join(
-            f"{v:>20.3f}" if isinstance(v, float) else f"{v:>20,}" for v in row.values()
-        )
-        print(name.ljust(name_width) + cells)
-
-
 def write_outputs(output_dir: pathlib.Path, rows: dict, histories: dict) -> None:
     """Write results.json and training_curves.png, each atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
         output_dir / "results.json",
         json.dumps({"results": rows, "history": histories}, indent=2),
     )
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name, history in histories.items():
-        epochs = np.arange(1, len(history["loss"]) + 1)
-        axes[0].plot(epochs, history["loss"], label=f"{name} train")
-        axes[0].plot(epochs, history["val_loss"], "--", label=f"{name} test")
-        axes[1].plot(epochs, history["accuracy"], label=f"{name} train")
-        axes[1].plot(epochs, history["val_accuracy"], "--", label=f"{name} test")
-    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        axis.set_xlabel("epoch")
-        axis.set_ylabel(metric)
-        axis.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
-    figure.tight_layout()
-    with tempfile.NamedTemporaryFile(dir=output_dir, suffix=".png", delete=False) as tmp:
-        figure.savefig(tmp.name, dpi=100)
-    os.replace(tmp.name, output_dir / "training_curves.png")
-    plt.close(figure)
+    # The demo's validation data is the test vendor's split.
+    plot_training_curves(histories, output_dir / "training_curves.png", val_label="test")
     print(f"wrote {output_dir / 'results.json'} and {output_dir / 'training_curves.png'}")
-
-
-def atomic_write_text(path: pathlib.Path, text: str) -> None:
-    """Write a text file so that readers see the old or the new file, never half."""
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, delete=False, suffix=".tmp"
-    ) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)

@@ -64,6 +64,10 @@ def build_multimodal_graph(
             tokens. Padding tokens become no node and touch no edge.
         grid_shape: `(height, width)` of the feature map.
 
+    A modality can be absent: `seq_len` 0 (or an all-false mask) leaves the
+    `text` node set empty, `image_states` with 0 cells the `image` node set;
+    the other modality then has no cross-modal edges at all.
+
     Returns:
         A scalar `tfgnn.GraphTensor` with one component per example whose node
         sets carry the states as feature `tfgnn.HIDDEN_STATE`.
@@ -76,6 +80,8 @@ def build_multimodal_graph(
     graph.node_sets["text"].sizes  # [2, 3]
     ```
     """
+    if image_states.shape[1] == 0:  # image absent: no image nodes, no image edges
+        grid_shape = (0, 0)
     height, width = grid_shape
     num_cells = height * width
     dim = image_states.shape[-1]

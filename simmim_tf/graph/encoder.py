@@ -86,10 +86,10 @@ class MultimodalGraphEncoder(keras.layers.Layer):
             graph = update(graph=graph, training=training)
         image_nodes = graph.node_sets[IMAGE][tfgnn.HIDDEN_STATE]
         text_nodes = graph.node_sets[TEXT][tfgnn.HIDDEN_STATE]
-        height, width = self.grid_shape
+        batch_size = tf.shape(padding_mask)[0]
         return {
             "image_node_states": tf.reshape(
-                image_nodes, [-1, height * width, self.units]
+                image_nodes, [batch_size, image_states.shape[1], self.units]
             ),
             "text_node_states": text_nodes_to_dense(text_nodes, padding_mask),
             "image_readout": tfgnn.pool_nodes_to_context(

@@ -139,6 +139,14 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         )["sequence_output"]
         return self.text_projection(token_states)
 
+    def unimodal_embeddings(self, image_states, text_states, padding_mask):
+        """Mean cell state and mean real-token state, before any graph round."""
+        mask = keras.ops.expand_dims(keras.ops.cast(padding_mask, text_states.dtype), -1)
+        text_mean = keras.ops.sum(text_states * mask, axis=1) / keras.ops.maximum(
+            keras.ops.sum(mask, axis=1), 1.0
+        )
+        return keras.ops.mean(image_states, axis=1), text_mean
+
     def fuse(self, image_states, text_states, padding_mask) -> dict:
         """Run the graph on encoded states; returns the backbone's output dict.
 
@@ -147,15 +155,14 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         `image_embedding`, `text_embedding` and `fused_embedding` come after.
         """
         graph_outputs = self.graph_encoder(image_states, text_states, padding_mask)
-        mask = keras.ops.expand_dims(keras.ops.cast(padding_mask, text_states.dtype), -1)
-        text_mean = keras.ops.sum(text_states * mask, axis=1) / keras.ops.maximum(
-            keras.ops.sum(mask, axis=1), 1.0
+        image_unimodal, text_unimodal = self.unimodal_embeddings(
+            image_states, text_states, padding_mask
         )
         return {
             "image_node_states": graph_outputs["image_node_states"],
             "text_node_states": graph_outputs["text_node_states"],
-            "image_unimodal_embedding": keras.ops.mean(image_states, axis=1),
-            "text_unimodal_embedding": text_mean,
+            "image_unimodal_embedding": image_unimodal,
+            "text_unimodal_embedding": text_unimodal,
             "image_embedding": graph_outputs["image_readout"],
             "text_embedding": graph_outputs["text_readout"],
             "fused_embedding": self.fusion(

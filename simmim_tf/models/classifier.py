@@ -6,7 +6,33 @@ import keras
 import keras_hub
 
 from simmim_tf.models.backbone import SimMIMBackbone
+from simmim_tf.models.inputs import model_inputs
 from simmim_tf.models.preprocessor import SimMIMPreprocessor
+
+MODALITIES = ("image", "text")
+
+
+def backbone_fused_embedding(
+    backbone: SimMIMBackbone, inputs: dict, modalities
+) -> object:
+    """The fused embedding with only `modalities` in the graph.
+
+    An absent modality enters the graph as zero-length states (`[B, 0, d]`),
+    so it contributes no node and no edge.
+    """
+    if "image" in modalities:
+        _, image_states = backbone.encode_images(inputs["images"])
+    if "text" in modalities:
+        padding_mask = inputs["padding_mask"]
+        text_states = backbone.encode_texts(inputs["token_ids"], padding_mask)
+    else:
+        text_states = keras.ops.zeros_like(image_states[:, :0, :])
+        padding_mask = keras.ops.cast(
+            keras.ops.zeros_like(image_states[:, :0, 0]), "int32"
+        )
+    if "image" not in modalities:
+        image_states = keras.ops.zeros_like(text_states[:, :0, :])
+    return backbone.fuse(image_states, text_states, padding_mask)["fused_embedding"]
 
 
 @keras.saving.register_keras_serializable(package="simmim_tf")
@@ -21,6 +47,10 @@ class SimMIMClassifier(keras_hub.models.Task):
         dropout: float. Dropout before the output layer.
         activation: str or None. Output activation; None gives logits, which is
             what the default loss expects.
+        modalities: tuple of str. `("image", "text")`, `("image",)` or
+            `("text",)`. A missing modality is absent from the graph (no nodes,
+            no edges; its readout is 0, so z = x / sqrt(2) for image only) and
+            from the model inputs.
 
     Example:
     ```python
@@ -40,10 +70,16 @@ class SimMIMClassifier(keras_hub.models.Task):
         preprocessor: SimMIMPreprocessor | None = None,
         dropout: float = 0.1,
         activation: str | None = None,
+        modalities: tuple[str, ...] = MODALITIES,
         **kwargs,
     ):
         if num_classes < 2:
             raise ValueError(f"Number of classes {num_classes} must be >= 2.")
+        modalities = tuple(modalities)
+        if not modalities or set(modalities) - set(MODALITIES):
+            raise ValueError(
+                f"Modalities {modalities} must be a non-empty subset of {MODALITIES}."
+            )
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -52,14 +88,20 @@ class SimMIMClassifier(keras_hub.models.Task):
             num_classes, activation=activation, name="logits"
         )
         # === Functional Model ===
-        inputs = backbone.input
-        fused = backbone(inputs)["fused_embedding"]
+        inputs = {
+            key: value
+            for key, value in model_inputs(backbone.image_encoder.input_shape[1:]).items()
+            if (key == "images") == ("image" in modalities)
+            or (key != "images" and "text" in modalities)
+        }
+        fused = backbone_fused_embedding(backbone, inputs, modalities)
         outputs = self.output_dense(self.output_dropout(fused))
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         # === Config ===
         self.num_classes = num_classes
         self.dropout = dropout
         self.activation = keras.activations.get(activation)
+        self.modalities = modalities
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
         """Compile with AdamW(1e-3), sparse cross-entropy and accuracy by default."""
@@ -80,5 +122,6 @@ class SimMIMClassifier(keras_hub.models.Task):
             num_classes=self.num_classes,
             dropout=self.dropout,
             activation=keras.activations.serialize(self.activation),
+            modalities=self.modalities,
         )
         return config

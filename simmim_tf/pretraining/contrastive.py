@@ -58,3 +58,28 @@ class ContrastiveLoss(keras.layers.Layer):
         config = super().get_config()
         config.update(initial_temperature=self.initial_temperature)
         return config
+
+
+def sample_hard_negatives(similarity: tf.Tensor, seed: int | None = None) -> tf.Tensor:
+    """For each row, draw a negative column index, harder ones more likely.
+
+    ALBEF's recipe: sample from `softmax(similarity)` over the row with the
+    matching (diagonal) entry removed, so the negative is never the positive
+    and similar-looking mistakes are picked most often.
+
+    Args:
+        similarity: `[batch, batch]` scores of row i against column j; the
+            diagonal holds the positive pairs. Needs batch >= 2.
+        seed: int. Optional op seed.
+
+    Returns:
+        int32 `[batch]` column indices, never equal to the row index.
+    """
+    similarity = tf.stop_gradient(tf.convert_to_tensor(similarity))
+    batch = tf.shape(similarity)[0]
+    tf.debugging.assert_greater_equal(
+        batch, 2, message="Hard negatives need a batch of at least 2 pairs."
+    )
+    diagonal = tf.eye(batch, dtype=tf.bool)
+    logits = tf.where(diagonal, tf.fill(tf.shape(similarity), -1e9), similarity)
+    return tf.cast(tf.random.categorical(logits, 1, seed=seed)[:, 0], tf.int32)

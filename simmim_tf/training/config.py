@@ -1,0 +1,181 @@
+"""Run configs: YAML or JSON files over defaults, plus `key.sub=value` overrides."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+_PARSERS = {".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
+
+
+def load_config(
+    path: str | os.PathLike | None,
+    overrides: Sequence[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> dict:
+    """Load a config file, deep-merge it over `defaults`, then apply overrides.
+
+    Nested mappings merge key by key; any other value (lists included) in the
+    file replaces the default. Overrides are applied last, in order. Each is
+    `dotted.key=value`, the value parsed with `yaml.safe_load`, so `3`, `0.5`,
+    `true`, `null` and `[1, 2]` get their types and a plain word stays a string.
+    When `defaults` are given they are the schema of the overrides: a key they
+    do not have is an error, so a typo never silently does nothing.
+
+    Args:
+        path: str, `PathLike` or None. A `.yaml`, `.yml` or `.json` file whose
+            top level is a mapping; None uses `defaults` alone.
+        overrides: sequence of str. `key.sub=value` overrides, e.g. from the CLI.
+        defaults: mapping or None. Default values; not modified.
+
+    Returns:
+        A new dict.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: unknown extension, malformed file, an override without `=`,
+            or an override of a key that `defaults` do not have.
+
+    Example:
+    ```python
+    config = load_config(
+        None,
+        overrides=["train.epochs=3", "train.lr=5e-4"],
+        defaults={"train": {"epochs": 20, "lr": 1e-3}, "name": "demo"},
+    )
+    config  # {"train": {"epochs": 3, "lr": 0.0005}, "name": "demo"}
+    ```
+    """
+    config = copy.deepcopy(dict(defaults)) if defaults is not None else {}
+    if path is not None:
+        config = _deep_merge(config, _read_config_file(path))
+    for override in overrides:
+        _apply_override(config, override, defaults)
+    return config
+
+
+def save_config(config: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write `config` as YAML, atomically.
+
+    The YAML goes to a temporary file in the destination folder, which then
+    replaces `path` with `os.replace`: readers see the old file or the new one,
+    never a half-written one, and a failed write leaves no temporary file.
+
+    Args:
+        config: mapping of plain YAML types (str, numbers, bool, None, lists,
+            mappings).
+        path: str or `PathLike`. Destination, usually `run_dir/config.yaml`.
+
+    Example:
+    ```python
+    save_config({"train": {"epochs": 3}}, "runs/demo/config.yaml")
+    load_config("runs/demo/config.yaml")  # {"train": {"epochs": 3}}
+    ```
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temp_path = os.path.join(
+        directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp"
+    )
+    try:
+        # O_EXCL: never clobber another file; mode 0o666 lets the umask apply.
+        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            yaml.safe_dump(dict(config), stream, sort_keys=False)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+        raise
+
+
+def _read_config_file(path: str | os.PathLike) -> dict:
+    path = os.fspath(path)
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in _PARSERS:
+        raise ValueError(
+            f"Config file {path!r} has unknown extension {extension!r}; "
+            f"expected one of {sorted(_PARSERS)}."
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Config file {path!r} does not exist.")
+    with open(path, encoding="utf-8") as stream:
+        text = stream.read()
+    parser = _PARSERS[extension]
+    try:
+        loaded = json.loads(text) if parser == "JSON" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"Malformed {parser} config file {path!r}: {error}") from error
+    if loaded is None:  # An empty YAML file.
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError(
+            f"Config file {path!r} must hold a mapping at the top level, "
+            f"not a {type(loaded).__name__}."
+        )
+    return loaded
+
+
+def _deep_merge(base: dict, update: Mapping[str, Any]) -> dict:
+    """Return `base` updated in place with `update`, merging nested dicts."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def _apply_override(
+    config: dict, override: str, defaults: Mapping[str, Any] | None
+) -> None:
+    if "=" not in override:
+        raise ValueError(
+            f"Override {override!r} must have the form `key.sub=value` (no `=` found)."
+        )
+    dotted_key, text = override.split("=", 1)
+    keys = dotted_key.strip().split(".")
+    if not all(keys):
+        raise ValueError(f"Override {override!r} has an empty key in {dotted_key!r}.")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(
+            f"Cannot parse the value of override {override!r}: {error}"
+        ) from error
+    schema = defaults
+    node = config
+    for depth, key in enumerate(keys):
+        prefix = ".".join(keys[: depth + 1])
+        if schema is not None:
+            if not isinstance(schema, Mapping):
+                raise ValueError(
+                    f"Override {override!r}: {'.'.join(keys[:depth])!r} is a "
+                    f"{type(schema).__name__} in the defaults, not a mapping."
+                )
+            if key not in schema:
+                level = ".".join(keys[:depth]) or "the top level"
+                raise ValueError(
+                    f"Override {override!r}: unknown config key {prefix!r}. "
+                    f"Valid keys at {level}: {sorted(schema)}."
+                )
+            schema = schema[key]
+        if depth == len(keys) - 1:
+            node[key] = value
+        else:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ValueError(
+                    f"Override {override!r}: {prefix!r} is a "
+                    f"{type(child).__name__}, not a mapping."
+                )
+            node = child
