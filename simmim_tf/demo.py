@@ -13,10 +13,11 @@ import time
 
 import keras
 
+from simmim_tf.atomic import atomic_write_text
 from simmim_tf.data import emoji_text_builder
 from simmim_tf.data.pipeline import make_dataset
 from simmim_tf.encoders import build_tokenizer
-from simmim_tf.evaluation.plots import atomic_write_text, plot_training_curves
+from simmim_tf.evaluation.plots import plot_training_curves
 from simmim_tf.evaluation.report import print_table
 from simmim_tf.models.backbone import SimMIMBackbone
 from simmim_tf.models.baseline import LateFusionBaseline

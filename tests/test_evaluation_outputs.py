@@ -7,13 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from simmim_tf import atomic
+from simmim_tf.atomic import atomic_write_bytes, atomic_write_text
 from simmim_tf.evaluation import plots
-from simmim_tf.evaluation.plots import (
-    atomic_write_bytes,
-    atomic_write_text,
-    plot_retrieval_grid,
-    plot_training_curves,
-)
+from simmim_tf.evaluation.plots import plot_retrieval_grid, plot_training_curves
 from simmim_tf.evaluation.report import format_table, print_table, write_results_markdown
 
 HISTORIES = {
@@ -245,13 +242,15 @@ def test_failed_atomic_write_keeps_old_file(tmp_path, monkeypatch, failure):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    real_fdopen = os.fdopen
     if failure == "write":
         monkeypatch.setattr(
-            plots.os, "fdopen", lambda *args, **kw: HalfWriter(real_fdopen(*args, **kw))
+            atomic,
+            "open",
+            lambda *args, **kw: HalfWriter(open(*args, **kw)),
+            raising=False,
         )
     else:
-        monkeypatch.setattr(plots.os, failure, fail)
+        monkeypatch.setattr(atomic.os, failure, fail)
     target = tmp_path / "training_curves.png"
     target.write_bytes(b"old")
     try:

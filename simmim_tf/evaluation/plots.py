@@ -7,17 +7,17 @@ its own) and matplotlib is only imported when a figure is drawn.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pathlib
 import sys
-import tempfile
 import textwrap
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from simmim_tf.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -28,71 +28,6 @@ MISS_COLOUR = "#e00000"
 
 # Metrics that always get a subplot; others only when they have a `val_` twin.
 _MAIN_METRICS = ("loss", "accuracy")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> pathlib.Path:
-    """Write a file so that readers see the old file or the new one, never half.
-
-    The bytes go to a temporary file in the same folder, which then replaces
-    `path` with `os.replace` (atomic on POSIX and Windows). If anything fails,
-    the temporary file is removed, `path` is left as it was and the error is
-    re-raised. Missing parent folders are created. A new file gets mode 0o644;
-    a replaced file keeps its mode.
-
-    Args:
-        path: str or path-like. The file to (over)write.
-        data: bytes. The whole new content.
-
-    Returns:
-        `path` as a `pathlib.Path`.
-
-    Example:
-    ```python
-    atomic_write_bytes("runs/demo/weights.bin", b"\\x00\\x01")
-    ```
-    """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o644
-    descriptor, temp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as temp_file:
-            temp_file.write(data)
-            temp_file.flush()
-            os.fsync(temp_file.fileno())
-        os.chmod(temp_name, mode)
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    return path
-
-
-def atomic_write_text(
-    path: str | os.PathLike, text: str, encoding: str = "utf-8"
-) -> pathlib.Path:
-    """Write a text file atomically (see `atomic_write_bytes`).
-
-    Args:
-        path: str or path-like. The file to (over)write.
-        text: str. The whole new content.
-        encoding: str. Text encoding.
-
-    Returns:
-        `path` as a `pathlib.Path`.
-
-    Example:
-    ```python
-    atomic_write_text("runs/demo/results.json", json.dumps({"R@1": 0.5}))
-    ```
-    """
-    return atomic_write_bytes(path, text.encode(encoding))
 
 
 def save_figure(figure: Figure, path: str | os.PathLike) -> pathlib.Path:

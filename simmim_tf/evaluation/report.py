@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from simmim_tf.evaluation.plots import atomic_write_text
+from simmim_tf.atomic import atomic_write_text
 
 MISSING = "–"  # An en dash: the cell of a metric a row does not have.
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import uuid
 
 import keras
+
+from simmim_tf.atomic import atomic_path
 
 # Longest first: `.weights.h5` must win over `.h5`.
 _CHECKPOINT_EXTENSIONS = (".weights.h5", ".keras", ".h5")
@@ -53,19 +54,13 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
             )
         directory = os.path.dirname(os.path.abspath(filepath))
         os.makedirs(directory, exist_ok=True)
-        temp_path = _temp_path_like(filepath, directory)
-        try:
+        name = os.path.basename(filepath)
+        extension = next((e for e in _CHECKPOINT_EXTENSIONS if name.endswith(e)), "")
+        with atomic_path(filepath, suffix=extension) as temp_path:
             if self.save_weights_only:
                 self.model.save_weights(temp_path, overwrite=True)
             else:
                 self.model.save(temp_path, overwrite=True)
-            with open(temp_path, "rb+") as stream:
-                os.fsync(stream.fileno())
-            os.replace(temp_path, filepath)
-        except BaseException:
-            if os.path.exists(temp_path):
-                os.remove(temp_path)
-            raise
         if self.verbose > 0:
             print(f"\nEpoch {epoch + 1}: finished saving model to {filepath}")
 
@@ -191,11 +186,3 @@ def standard_callbacks(
             )
         )
     return callbacks
-
-
-def _temp_path_like(filepath: str, directory: str) -> str:
-    """A unique hidden path in `directory` with `filepath`'s checkpoint extension."""
-    name = os.path.basename(filepath)
-    extension = next((e for e in _CHECKPOINT_EXTENSIONS if name.endswith(e)), "")
-    stem = name[: len(name) - len(extension)]
-    return os.path.join(directory, f".{stem}.tmp-{uuid.uuid4().hex[:8]}{extension}")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
+
+from simmim_tf.atomic import atomic_write_text
 
 _PARSERS = {".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
 
@@ -78,24 +79,7 @@ def save_config(config: Mapping[str, Any], path: str | os.PathLike) -> None:
     load_config("runs/demo/config.yaml")  # {"train": {"epochs": 3}}
     ```
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temp_path = os.path.join(
-        directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp"
-    )
-    try:
-        # O_EXCL: never clobber another file; mode 0o666 lets the umask apply.
-        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            yaml.safe_dump(dict(config), stream, sort_keys=False)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
+    atomic_write_text(path, yaml.safe_dump(dict(config), sort_keys=False))
 
 
 def _read_config_file(path: str | os.PathLike) -> dict:
