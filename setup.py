@@ -26,6 +26,7 @@ setup(
         "tensorflow-datasets>=4.9.8,<5",
         # tensorflow-datasets imports it lazily without declaring it.
         "importlib_resources>=6",
+        "tensorboard>=2.20,<3",
         "tensorflow-serving-api>=2.21,<2.22",
         "ai-edge-litert>=2.0,<3",
         "pillow>=10",

@@ -38,6 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("--manual-dir", required=True, help="where the tarballs go")
     fetch.add_argument("--vendors", nargs="+", default=["twitter", "google"])
 
+    for name, text in (
+        ("pretrain", "pre-train a backbone (MIM, MLM, ITC, ITM) on image-text pairs"),
+        ("finetune", "fine-tune for retrieval or classification with model.fit"),
+    ):
+        job = commands.add_parser(name, help=text)
+        job.add_argument("--config", help="YAML or JSON config file")
+        job.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    evaluate = commands.add_parser("evaluate", help="evaluate a finetune run")
+    evaluate.add_argument("--run-dir", required=True, help="folder of a finetune run")
+    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -52,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                 label_key=args.label,
                 seed=args.seed,
             )
+        elif args.command in ("pretrain", "finetune", "evaluate"):
+            run_job(args)
         else:
             from simmim_tf.data import fetch_emoji_tarballs
 
@@ -59,10 +72,36 @@ def main(argv: list[str] | None = None) -> int:
                 args.manual_dir, vendors=tuple(args.vendors)
             ):
                 print(path)
-    except (FileNotFoundError, RuntimeError, ValueError) as error:
+    except (FileNotFoundError, RuntimeError, ValueError, KeyError) as error:
         print(f"simmim-tf: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_job(args: argparse.Namespace) -> None:
+    """Run `pretrain`, `finetune` or `evaluate` and print its metrics."""
+    import pathlib
+
+    from simmim_tf import workflows
+    from simmim_tf.evaluation.report import print_table
+    from simmim_tf.training import load_config
+
+    if args.command == "evaluate":
+        run_dir = pathlib.Path(args.run_dir)
+        config = load_config(
+            run_dir / "config.yaml", args.set, defaults=workflows.DEFAULT_CONFIG
+        )
+        metrics = workflows.evaluate_run(run_dir, config)
+    else:
+        config = load_config(args.config, args.set, defaults=workflows.DEFAULT_CONFIG)
+        if args.command == "pretrain":
+            result = workflows.run_pretrain(config)
+            print(f"pre-trained backbone: {result['backbone']}")
+            return
+        metrics = workflows.run_finetune(config)["metrics"]
+    print_table(
+        {name: {"value": value} for name, value in metrics.items()}, config["run_dir"]
+    )
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import keras
 
+from simmim_tf.models.classifier import ClassifierDefaults
 from simmim_tf.models.inputs import model_inputs
 
 
 @keras.saving.register_keras_serializable(package="simmim_tf")
-class LateFusionBaseline(keras.Model):
+class LateFusionBaseline(ClassifierDefaults, keras.Model):
     """CNN image features + LSTM text features -> concatenation -> dense head.
 
     Takes the same inputs as `SimMIMBackbone` (what `SimMIMPreprocessor`

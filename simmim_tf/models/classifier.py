@@ -35,8 +35,25 @@ def backbone_fused_embedding(
     return backbone.fuse(image_states, text_states, padding_mask)["fused_embedding"]
 
 
+class ClassifierDefaults:
+    """`compile()` defaults shared by the classification models."""
+
+    def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
+        """Compile with AdamW(1e-3), sparse cross-entropy and accuracy by default."""
+        if optimizer == "auto":
+            optimizer = keras.optimizers.AdamW(1e-3)
+        if loss == "auto":
+            # Task.__init__ compiles before `activation` is set.
+            activation = keras.activations.get(getattr(self, "activation", None))
+            from_logits = activation is not keras.activations.softmax
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+        if metrics == "auto":
+            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+
 @keras.saving.register_keras_serializable(package="simmim_tf")
-class SimMIMClassifier(keras_hub.models.Task):
+class SimMIMClassifier(ClassifierDefaults, keras_hub.models.Task):
     """Classify an image+text pair from the fused embedding z = (x + y) / sqrt(2).
 
     Args:
@@ -102,19 +119,6 @@ class SimMIMClassifier(keras_hub.models.Task):
         self.dropout = dropout
         self.activation = keras.activations.get(activation)
         self.modalities = modalities
-
-    def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
-        """Compile with AdamW(1e-3), sparse cross-entropy and accuracy by default."""
-        if optimizer == "auto":
-            optimizer = keras.optimizers.AdamW(1e-3)
-        if loss == "auto":
-            # Task.__init__ compiles before `activation` is set.
-            activation = keras.activations.get(getattr(self, "activation", None))
-            from_logits = activation is not keras.activations.softmax
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-        if metrics == "auto":
-            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def get_config(self) -> dict:
         config = super().get_config()

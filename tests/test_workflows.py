@@ -1,0 +1,83 @@
+"""pretrain -> finetune -> evaluate through the CLI, tiny models on the sample."""
+
+import json
+
+import pytest
+import yaml
+
+import simmim_tf
+from simmim_tf.cli import main
+from simmim_tf.workflows import DEFAULT_CONFIG
+
+TINY = {
+    "data": {"image_size": 16, "batch_size": 32, "sequence_length": 12},
+    "model": {"image_encoder": "tiny_16px", "text_encoder": "tiny", "hidden_dim": 16},
+    "pretrain": {"epochs": 1, "mask_patch_size": 4},
+    "finetune": {"epochs": 1, "rerank_k": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("workflows")
+    config = {**TINY, "data": {**TINY["data"], "data_dir": str(folder / "tfds")}}
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_pretrain_then_finetune_from_it_then_evaluate(config_file, tmp_path, capsys):
+    pre, fine = tmp_path / "pre", tmp_path / "fine"
+    assert (
+        main(["pretrain", "--config", str(config_file), "--set", f"run_dir={pre}"]) == 0
+    )
+    history = json.loads((pre / "history.json").read_text())
+    assert {"mim_loss", "mlm_loss", "itc_loss", "itm_loss", "val_total_loss"} <= set(
+        history
+    )
+    assert (pre / "training_curves.png").is_file() and (pre / "logs").is_dir()
+    pretrained = simmim_tf.SimMIMBackbone.from_preset(str(pre / "backbone"))
+
+    args = ["finetune", "--config", str(config_file), "--set", f"run_dir={fine}"]
+    args += ["--set", f"model.backbone={pre / 'backbone'}"]
+    assert main(args) == 0
+    saved = yaml.safe_load((fine / "config.yaml").read_text())
+    assert saved["model"]["backbone"] == str(pre / "backbone")
+    metrics = json.loads((fine / "metrics.json").read_text())
+    assert set(metrics) >= {"test t→i dual R@1", "test_held_out i→t rerank R@10"}
+    assert all(0.0 <= value <= 1.0 for value in metrics.values())
+    assert (fine / "retrieval_rerank.png").is_file()
+    # The pre-trained image encoder is what fine-tuning started from.
+    assert pretrained.image_encoder.count_params() > 0
+
+    capsys.readouterr()
+    assert main(["evaluate", "--run-dir", str(fine)]) == 0
+    assert json.loads((fine / "metrics.json").read_text()) == pytest.approx(metrics)
+    assert "test t→i dual R@1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "task, modalities",
+    [("classify", "[image]"), ("classify", "[text]"), ("baseline", "null")],
+)
+def test_finetune_classifiers(config_file, tmp_path, task, modalities):
+    args = ["finetune", "--config", str(config_file), "--set", f"run_dir={tmp_path}"]
+    args += ["--set", f"finetune.task={task}", "--set", "finetune.label=group"]
+    if modalities != "null":
+        args += ["--set", f"finetune.modalities={modalities}"]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= metrics["group accuracy"] <= 1.0
+    assert (tmp_path / "checkpoints" / "best.weights.h5").is_file()
+    assert not (tmp_path / "backup").exists()  # deleted once fit completes
+
+
+def test_config_errors_are_clear(tmp_path, capsys):
+    assert main(["finetune", "--set", "finetune.epoch=3"]) == 2
+    assert "finetune.epoch" in capsys.readouterr().err
+    assert main(["finetune", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    bad = ["finetune", "--set", "finetune.task=segment", "--set", f"run_dir={tmp_path}"]
+    assert main(bad) == 2
+    assert "Task 'segment' must be one of" in capsys.readouterr().err
+    assert "run_dir" in DEFAULT_CONFIG
