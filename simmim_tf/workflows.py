@@ -307,12 +307,7 @@ def evaluate_model(model, config: dict, splits, preprocessor, run_dir=None) -> d
     """
     task = config["finetune"]["task"]
     if task != "retrieve":
-        label = config["finetune"]["label"]
-        batches = _model_inputs_only(
-            model, _batches(config, splits["test"], preprocessor, label_key=label)
-        )
-        result = model.evaluate(batches, return_dict=True, verbose=0)
-        return {f"{label} accuracy": float(result["accuracy"])}
+        return _classification_metrics(model, config, splits, preprocessor)
     metrics = {}
     rerank_k = config["finetune"]["rerank_k"]
     for gallery in ("test", "test_held_out"):
@@ -331,6 +326,28 @@ def evaluate_model(model, config: dict, splits, preprocessor, run_dir=None) -> d
                     _retrieval_grid(
                         splits["test"], scores, run_dir / f"retrieval_{name}.png"
                     )
+    return metrics
+
+
+def _classification_metrics(model, config, splits, preprocessor) -> dict:
+    """Top-1 accuracy; for `subgroup`, also group accuracy via each subgroup's group."""
+    label = config["finetune"]["label"]
+    batches = _batches(config, splits["test"], preprocessor, label_key=label)
+    predictions = np.argmax(
+        model.predict(_model_inputs_only(model, batches), verbose=0), -1
+    )
+    test = list(splits["test"].as_numpy_iterator())
+    metrics = {
+        f"{label} accuracy": float(np.mean(predictions == [e[label] for e in test]))
+    }
+    if label == "subgroup":
+        group_of = {
+            e["subgroup"]: e["group"] for e in splits["train"].as_numpy_iterator()
+        }
+        predicted_groups = [group_of.get(p, -1) for p in predictions]
+        metrics["group accuracy"] = float(
+            np.mean(np.equal(predicted_groups, [e["group"] for e in test]))
+        )
     return metrics
 
 

@@ -14,10 +14,12 @@ WHITE = 255
 
 
 def augment(image: tf.Tensor, seed: tf.Tensor, max_shift: int = 4) -> tf.Tensor:
-    """Light, label-preserving augmentation of one uint8 `[H, W, 3]` image.
+    """Label-preserving augmentation of one uint8 `[H, W, 3]` image, in [0, 1].
 
-    A random shift of up to `max_shift` pixels (pad with white, crop back),
-    and random brightness and contrast. No flips: many emoji are not
+    Vendors draw the same emoji at other scales, positions and colours, so:
+    a random zoom (crop 75-100 % of the side, resized back), a random shift of
+    up to `max_shift` pixels (pad with white, crop back), and jitter of
+    brightness, contrast, saturation and hue. No flips: many emoji are not
     mirror-symmetric in meaning (arrows, hands).
 
     Args:
@@ -25,17 +27,23 @@ def augment(image: tf.Tensor, seed: tf.Tensor, max_shift: int = 4) -> tf.Tensor:
         seed: int tensor of shape `[2]`, the stateless seed of this example.
         max_shift: int. Largest shift in pixels.
     """
-    seeds = tf.random.experimental.stateless_split(seed, num=3)
+    seeds = tf.random.experimental.stateless_split(seed, num=7)
     height, width = image.shape[0], image.shape[1]
+    side = tf.random.stateless_uniform([], seeds[0], 0.75, 1.0)
+    crop = tf.cast(side * height, tf.int32)
+    image = tf.image.stateless_random_crop(image, [crop, crop, 3], seed=seeds[1])
+    image = tf.cast(tf.image.resize(image, [height, width]), tf.uint8)
     padded = tf.pad(
         image,
         [[max_shift, max_shift], [max_shift, max_shift], [0, 0]],
         constant_values=WHITE,
     )
-    image = tf.image.stateless_random_crop(padded, [height, width, 3], seed=seeds[0])
+    image = tf.image.stateless_random_crop(padded, [height, width, 3], seed=seeds[2])
     image = tf.cast(image, tf.float32) / 255.0
-    image = tf.image.stateless_random_brightness(image, 0.1, seed=seeds[1])
-    image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seed=seeds[2])
+    image = tf.image.stateless_random_brightness(image, 0.1, seed=seeds[3])
+    image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seed=seeds[4])
+    image = tf.image.stateless_random_saturation(image, 0.7, 1.3, seed=seeds[5])
+    image = tf.image.stateless_random_hue(image, 0.05, seed=seeds[6])
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
