@@ -24,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from simmim_tf.atomic import atomic_directory, atomic_path, atomic_write_text
-from simmim_tf.data import emoji_text_builder
+from simmim_tf.data import EmojiTextConfig, emoji_text_builder
+from simmim_tf.data.emoji_text import DEFAULT_VENDORS
 from simmim_tf.data.pipeline import make_dataset
 from simmim_tf.encoders import build_tokenizer
 from simmim_tf.evaluation.plots import plot_retrieval_grid, plot_training_curves
@@ -82,6 +83,7 @@ DEFAULT_CONFIG: dict = {
     },
 }
 TASKS = ("retrieve", "classify", "baseline")
+BACKUP_EVERY_STEPS = 20
 
 
 def default_config(**sections) -> dict:
@@ -133,7 +135,15 @@ def build_preprocessor(config: dict, pretraining: bool = False) -> SimMIMPreproc
 def load_splits(config: dict) -> tuple[dict[str, tf.data.Dataset], object]:
     """Feature-dict datasets: `train`, `validation`, `test`, `test_held_out`."""
     data = config["data"]
-    builder = emoji_text_builder(manual_dir=data["manual_dir"], data_dir=data["data_dir"])
+    vendors = tuple(dict.fromkeys((data["train_vendor"], data["test_vendor"])))
+    builder_config = (
+        "base"
+        if set(vendors) <= set(DEFAULT_VENDORS)
+        else EmojiTextConfig(name="-".join(vendors), vendors=vendors)
+    )
+    builder = emoji_text_builder(
+        manual_dir=data["manual_dir"], data_dir=data["data_dir"], config=builder_config
+    )
     split = dict(fraction=data["held_out_fraction"], seed=config["seed"])
     train_seen, train_held_out = split_by_concept(
         builder.as_dataset(split=data["train_vendor"]), **split
@@ -188,7 +198,12 @@ def _fit(model, config, section, train, validation, run_dir, monitor):
         epochs=settings["epochs"],
         shuffle=False,  # the pipeline shuffles, seeded
         callbacks=standard_callbacks(
-            run_dir, monitor=monitor, mode="min", patience=patience
+            run_dir,
+            monitor=monitor,
+            mode="min",
+            patience=patience,
+            # A killed run resumes from at most this many steps back.
+            backup_save_freq=BACKUP_EVERY_STEPS,
         ),
     )
     seconds = time.perf_counter() - start

@@ -166,3 +166,25 @@ def test_absent_text_leaves_the_image_alone(backbone, preprocessor, pairs):
         simmim_tf.SimMIMClassifier(
             backbone=backbone, num_classes=3, modalities=("audio",)
         )
+
+
+def test_mlm_masking_statistics(tokenizer):
+    preprocessor = SimMIMPretrainerPreprocessor(
+        tokenizer=tokenizer, image_size=(16, 16), sequence_length=40, mask_patch_size=4
+    )
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
+    texts = np.array([f"{words} {i}" for i in range(400)])
+    x = preprocessor({"images": np.zeros((400, 16, 16, 3), np.uint8), "texts": texts})
+    x = {k: keras.ops.convert_to_numpy(v) for k, v in x.items()}
+    selected = x["mlm_weights"] > 0
+    real = x["padding_mask"].sum(1) - 2  # minus [CLS] and [SEP]
+    # keras-hub (tf_text) selects ceil(15 % of the real tokens) per sequence.
+    np.testing.assert_array_equal(selected.sum(1), np.ceil(0.15 * real))
+    rows = np.nonzero(selected)[0]
+    shown = x["masked_token_ids"][rows, x["mlm_positions"][selected]]
+    original = x["mlm_ids"][selected]
+    masked = shown == tokenizer.mask_token_id
+    unchanged = (shown == original) & ~masked
+    assert masked.mean() == pytest.approx(0.8, abs=0.04)
+    assert unchanged.mean() == pytest.approx(0.1, abs=0.03)
+    assert (1 - masked.mean() - unchanged.mean()) == pytest.approx(0.1, abs=0.03)

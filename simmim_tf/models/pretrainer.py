@@ -27,8 +27,9 @@ class SimMIMPretrainerPreprocessor(SimMIMPreprocessor):
     """`SimMIMPreprocessor` plus the random masks of pre-training.
 
     Adds, per batch: `mim_mask` `[B, H, W]` (SimMIM patches, 1 = masked) and
-    the BERT MLM targets from `keras_hub.layers.MaskedLMMaskGenerator` (15 %
-    of real tokens; 80 % become [MASK], 10 % a random token, 10 % unchanged):
+    the BERT MLM targets from `keras_hub.layers.MaskedLMMaskGenerator`
+    (ceil(15 %) of each text's real tokens, so about 20 % of a short emoji
+    text; 80 % become [MASK], 10 % a random token, 10 % unchanged):
     `masked_token_ids`, `mlm_positions`, `mlm_ids`, `mlm_weights`. Takes
     batched input only.
 
@@ -259,7 +260,8 @@ class SimMIMPretrainer(keras.Model):
 
     @property
     def metrics(self):
-        return list(self.trackers.values())
+        enabled = [name for name in LOSS_NAMES if self.loss_weights_by_name[name]]
+        return [self.trackers[name] for name in ("total", *enabled)]
 
     def get_config(self) -> dict:
         config = super().get_config()
