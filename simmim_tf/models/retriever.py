@@ -41,20 +41,11 @@ class SimMIMRetriever(SimMIMPretrainer):
         self,
         backbone: SimMIMBackbone,
         *,
-        itc_weight: float = 1.0,
-        itm_weight: float = 1.0,
         mim_weight: float = 0.0,
         mlm_weight: float = 0.0,
         **kwargs,
     ):
-        super().__init__(
-            backbone,
-            itc_weight=itc_weight,
-            itm_weight=itm_weight,
-            mim_weight=mim_weight,
-            mlm_weight=mlm_weight,
-            **kwargs,
-        )
+        super().__init__(backbone, mim_weight=mim_weight, mlm_weight=mlm_weight, **kwargs)
         self._encode_fn = None
         self._score_fn = None
 
