@@ -7,7 +7,8 @@ vendor (twitter, seen concepts), tests on another (google): the whole gallery
 and the 20 % held-out concepts. Rows: LateFusionBaseline; SimMIM without graph
 rounds (K=0); SimMIM from scratch; SimMIM pre-trained with MIM only, ITC only
 and all losses; dual-encoder retrieval vs graph re-ranking. Runs go to
-`--runs-dir`; rerunning resumes unfinished runs and skips finished ones.
+`--runs-dir`; rerunning resumes unfinished runs and skips finished ones (use a
+fresh `--runs-dir` after changing any option: runs are cached by name only).
 """
 
 import argparse
@@ -67,15 +68,17 @@ def main() -> None:
         cfg = config(name, seed, **sections)
         metrics_file = pathlib.Path(cfg["run_dir"]) / "metrics.json"
         if not metrics_file.is_file():
-            result = workflows.run_finetune(cfg)
-            histories[name] = result["history"]
+            workflows.run_finetune(cfg)
+        histories[name] = json.loads((metrics_file.parent / "history.json").read_text())
         return json.loads(metrics_file.read_text())
 
     def pretrain(name, weights):
         cfg = config(f"pretrain-{name}", pretrain=weights)
         backbone = pathlib.Path(cfg["run_dir"]) / "backbone"
         if not backbone.is_dir():
-            histories[f"pretrain {name}"] = workflows.run_pretrain(cfg)["history"]
+            workflows.run_pretrain(cfg)
+        history = backbone.parent / "history.json"
+        histories[f"pretrain {name}"] = json.loads(history.read_text())
         return str(backbone)
 
     seeds = range(args.seeds)
@@ -114,7 +117,7 @@ def main() -> None:
         )
     ]
     figures = []
-    if histories:
+    if histories:  # read back from every run, finished now or before
         curves = pathlib.Path(args.out).parent / "results_training_curves.png"
         plot_training_curves(histories, curves)
         figures.append(("training curves", str(curves)))
