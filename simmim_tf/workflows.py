@@ -323,7 +323,7 @@ def evaluate_model(model, config: dict, splits, preprocessor, run_dir=None) -> d
     task = config["finetune"]["task"]
     if task != "retrieve":
         return _classification_metrics(model, config, splits, preprocessor)
-    metrics = {}
+    metrics, grid_scores = {}, {}
     rerank_k = config["finetune"]["rerank_k"]
     for gallery in ("test", "test_held_out"):
         encoded = model.encode(_batches(config, splits[gallery], preprocessor))
@@ -333,14 +333,10 @@ def evaluate_model(model, config: dict, splits, preprocessor, run_dir=None) -> d
                 scores = model.similarity(encoded, direction, rerank_k=k)
                 for key, value in recall_at_k(scores, relevant).items():
                     metrics[f"{gallery} {short} {name} {key}"] = value
-                if (
-                    run_dir is not None
-                    and gallery == "test"
-                    and direction == "text_to_image"
-                ):
-                    _retrieval_grid(
-                        splits["test"], scores, run_dir / f"retrieval_{name}.png"
-                    )
+                if gallery == "test" and direction == "text_to_image":
+                    grid_scores[name] = scores
+    if run_dir is not None:
+        _retrieval_grids(splits["test"], grid_scores, run_dir)
     return metrics
 
 
@@ -366,11 +362,20 @@ def _classification_metrics(model, config, splits, preprocessor) -> dict:
     return metrics
 
 
-def _retrieval_grid(examples, scores, path, num_queries: int = 8) -> None:
+def _retrieval_grids(examples, scores_by_name, run_dir, num_queries: int = 8) -> None:
+    """`retrieval_{name}.png` per score matrix; the gallery is read once."""
     images, texts = [], []
     for example in examples.as_numpy_iterator():
         images.append(example["image"])
         texts.append(example["text"].decode())
+    gallery = np.stack(images)
     queries = np.linspace(0, len(texts) - 1, num_queries).astype(int)
-    top = np.argsort(-scores[queries], axis=1)[:, :5]
-    plot_retrieval_grid([texts[q] for q in queries], np.stack(images), top, queries, path)
+    for name, scores in scores_by_name.items():
+        top = np.argsort(-scores[queries], axis=1)[:, :5]
+        plot_retrieval_grid(
+            [texts[q] for q in queries],
+            gallery,
+            top,
+            queries,
+            run_dir / f"retrieval_{name}.png",
+        )

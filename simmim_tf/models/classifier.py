@@ -105,12 +105,11 @@ class SimMIMClassifier(ClassifierDefaults, keras_hub.models.Task):
             num_classes, activation=activation, name="logits"
         )
         # === Functional Model ===
-        inputs = {
-            key: value
-            for key, value in model_inputs(backbone.image_encoder.input_shape[1:]).items()
-            if (key == "images") == ("image" in modalities)
-            or (key != "images" and "text" in modalities)
-        }
+        wanted = {"images"} if "image" in modalities else set()
+        if "text" in modalities:
+            wanted |= {"token_ids", "padding_mask"}
+        all_inputs = model_inputs(backbone.image_encoder.input_shape[1:])
+        inputs = {key: all_inputs[key] for key in wanted}
         fused = backbone_fused_embedding(backbone, inputs, modalities)
         outputs = self.output_dense(self.output_dropout(fused))
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)

@@ -15,6 +15,7 @@ from simmim_tf.pretraining.contrastive import ContrastiveLoss, sample_hard_negat
 from simmim_tf.pretraining.masking import (
     MaskTokenLayer,
     PixelReconstructionHead,
+    check_mask_arguments,
     masked_l1_loss,
     simmim_mask,
 )
@@ -54,7 +55,7 @@ class SimMIMPretrainerPreprocessor(SimMIMPreprocessor):
         **kwargs,
     ):
         super().__init__(tokenizer, image_size, sequence_length, **kwargs)
-        simmim_mask(1, self.image_size, patch_size=mask_patch_size, mask_ratio=mask_ratio)
+        check_mask_arguments(self.image_size, mask_patch_size, mask_ratio)
         if not 0.0 < mlm_probability < 1.0:
             raise ValueError(f"MLM probability {mlm_probability} must be in (0, 1).")
         self.mask_ratio = mask_ratio
@@ -210,10 +211,8 @@ class SimMIMPretrainer(keras.Model):
                     inputs["mlm_ids"], logits, inputs["mlm_weights"]
                 )
         if weights["itc"] or weights["itm"]:
-            _, image_states = self.backbone.encode_images(inputs["images"])
-            text_states = self.backbone.encode_texts(inputs["token_ids"], mask)
-            image_embedding, text_embedding = self.backbone.unimodal_embeddings(
-                image_states, text_states, mask
+            image_states, text_states, image_embedding, text_embedding = (
+                self.encode_pairs(inputs)
             )
             if weights["itc"]:
                 losses["itc"] = self.contrastive(image_embedding, text_embedding)
@@ -222,6 +221,19 @@ class SimMIMPretrainer(keras.Model):
                     image_states, text_states, mask, image_embedding, text_embedding
                 )
         return losses
+
+    def encode_pairs(self, inputs) -> tuple:
+        """Clean-input states and unimodal embeddings, before any graph round.
+
+        Returns `(image_states, text_states, image_embedding, text_embedding)`.
+        """
+        mask = inputs["padding_mask"]
+        _, image_states = self.backbone.encode_images(inputs["images"])
+        text_states = self.backbone.encode_texts(inputs["token_ids"], mask)
+        image_embedding, text_embedding = self.backbone.unimodal_embeddings(
+            image_states, text_states, mask
+        )
+        return image_states, text_states, image_embedding, text_embedding
 
     def matching_scores(self, image_states, text_states, padding_mask) -> tf.Tensor:
         """ITM logit (match minus no-match) of each aligned (image, text) pair."""

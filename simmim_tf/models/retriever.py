@@ -70,12 +70,8 @@ class SimMIMRetriever(SimMIMPretrainer):
         return {key: np.concatenate(values) for key, values in parts.items()}
 
     def _encode_batch(self, inputs):
-        _, image_states = self.backbone.encode_images(inputs["images"])
-        text_states = self.backbone.encode_texts(
-            inputs["token_ids"], inputs["padding_mask"]
-        )
-        image_embedding, text_embedding = self.backbone.unimodal_embeddings(
-            image_states, text_states, inputs["padding_mask"]
+        image_states, text_states, image_embedding, text_embedding = self.encode_pairs(
+            inputs
         )
         return {
             "image_states": image_states,

@@ -12,6 +12,19 @@ import keras
 import tensorflow as tf
 
 
+def check_mask_arguments(
+    image_size: tuple[int, int], patch_size: int, mask_ratio: float
+) -> None:
+    """Raise a clear `ValueError` unless `simmim_mask` can use these arguments."""
+    height, width = image_size
+    if patch_size <= 0 or height % patch_size or width % patch_size:
+        raise ValueError(
+            f"Image size {image_size} must be divisible by patch size {patch_size}."
+        )
+    if not 0.0 < mask_ratio < 1.0:
+        raise ValueError(f"Mask ratio {mask_ratio} must be in (0, 1).")
+
+
 def simmim_mask(
     batch_size: int | tf.Tensor,
     image_size: tuple[int, int],
@@ -40,13 +53,8 @@ def simmim_mask(
     mask.shape  # (2, 64, 64); each image has 8 of its 16 patches masked
     ```
     """
+    check_mask_arguments(image_size, patch_size, mask_ratio)
     height, width = image_size
-    if patch_size <= 0 or height % patch_size or width % patch_size:
-        raise ValueError(
-            f"Image size {image_size} must be divisible by patch size {patch_size}."
-        )
-    if not 0.0 < mask_ratio < 1.0:
-        raise ValueError(f"Mask ratio {mask_ratio} must be in (0, 1).")
     rows, cols = height // patch_size, width // patch_size
     num_patches = rows * cols
     num_masked = int(round(mask_ratio * num_patches))
