@@ -1,5 +1,6 @@
 """Pre-training pieces: SimMIM masks and loss, InfoNCE, retrieval metrics."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -12,6 +13,7 @@ from simmim_tf.pretraining.masking import (
     masked_l1_loss,
     simmim_mask,
 )
+from simmim_tf.pretraining.matching import MatchingHead
 
 
 def test_mask_has_exact_ratio_and_is_patch_aligned():
@@ -111,3 +113,34 @@ def test_recall_at_k_on_a_hand_computed_example():
     assert got == {"R@1": 1 / 3, "R@2": 2 / 3, "R@4": 1.0}
     with pytest.raises(ValueError, match="Expected similarity"):
         recall_at_k(similarity, np.array([0, 1]))
+
+
+def _matching_pairs(count: int, width: int, seed: int):
+    """Random unit readouts; half the pairs match (text = image), half do not."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(count, width)).astype("float32")
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    others = np.roll(images, 1, axis=0)
+    labels = (np.arange(count) % 2).astype("int32")
+    texts = np.where(labels[:, None] == 1, images, others)
+    fused = (images + texts) / np.sqrt(2.0)
+    return fused, images, texts, labels
+
+
+def test_matching_head_learns_what_a_linear_head_on_z_cannot():
+    fused, images, texts, labels = _matching_pairs(512, 8, seed=0)
+    test = _matching_pairs(256, 8, seed=1)
+
+    def accuracy(model, inputs, targets):
+        return np.mean(np.argmax(model.predict(inputs, verbose=0), -1) == targets)
+
+    keras.utils.set_random_seed(0)
+    readouts = [keras.Input((8,)) for _ in range(3)]
+    head = keras.Model(readouts, MatchingHead(32)(*readouts))
+    linear = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+    for model in (head, linear):
+        model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    head.fit([fused, images, texts], labels, epochs=60, batch_size=64, verbose=0)
+    linear.fit(fused, labels, epochs=60, batch_size=64, verbose=0)
+    assert accuracy(head, list(test[:3]), test[3]) > 0.85
+    assert accuracy(linear, test[0], test[3]) < 0.7

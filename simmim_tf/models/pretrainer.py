@@ -19,6 +19,7 @@ from simmim_tf.pretraining.masking import (
     masked_l1_loss,
     simmim_mask,
 )
+from simmim_tf.pretraining.matching import MatchingHead
 
 LOSS_NAMES = ("mim", "mlm", "itc", "itm")
 
@@ -122,7 +123,8 @@ class SimMIMPretrainer(keras.Model):
       message passing, so the image helps fill the blanks.
     - **ITC**: InfoNCE between the unimodal embeddings (before cross-modal
       edges), learnable temperature from 0.07, both directions.
-    - **ITM**: a binary match head on the fused embedding; each image gets a
+    - **ITM**: a binary match head (`MatchingHead`) on the fused embedding
+      and the readouts' product x * y; each image gets a
       hard negative text and each text a hard negative image, sampled from
       the ITC similarities (never the positive).
     MIM and MLM share one pass over the masked inputs; ITC and ITM share one
@@ -176,7 +178,7 @@ class SimMIMPretrainer(keras.Model):
             name="mlm_head",
         )
         self.contrastive = ContrastiveLoss(initial_temperature, name="itc")
-        self.itm_head = keras.layers.Dense(2, name="itm_head")
+        self.itm_head = MatchingHead(backbone.hidden_dim, name="itm_head")
         self.trackers = {
             name: keras.metrics.Mean(name=f"{name}_loss")
             for name in ("total",) + LOSS_NAMES
@@ -237,9 +239,15 @@ class SimMIMPretrainer(keras.Model):
 
     def matching_scores(self, image_states, text_states, padding_mask) -> tf.Tensor:
         """ITM logit (match minus no-match) of each aligned (image, text) pair."""
-        fused = self.backbone.fuse(image_states, text_states, padding_mask)
-        logits = self.itm_head(fused["fused_embedding"])
+        logits = self.matching_logits(image_states, text_states, padding_mask)
         return logits[:, 1] - logits[:, 0]
+
+    def matching_logits(self, image_states, text_states, padding_mask) -> tf.Tensor:
+        """ITM logits `[B, 2]` (no match, match) of aligned pairs, after the graph."""
+        fused = self.backbone.fuse(image_states, text_states, padding_mask)
+        return self.itm_head(
+            fused["fused_embedding"], fused["image_embedding"], fused["text_embedding"]
+        )
 
     def matching_loss(self, image_states, text_states, mask, image_emb, text_emb):
         similarity = self.contrastive.similarity(image_emb, text_emb)  # [B, B]
@@ -248,16 +256,14 @@ class SimMIMPretrainer(keras.Model):
         positives = tf.range(tf.shape(similarity)[0])
         image_index = tf.concat([positives, positives, negative_images], 0)
         text_index = tf.concat([positives, negative_texts, positives], 0)
-        fused = self.backbone.fuse(
+        logits = self.matching_logits(
             tf.gather(image_states, image_index),
             tf.gather(text_states, text_index),
             tf.gather(mask, text_index),
-        )["fused_embedding"]
+        )
         labels = tf.cast(tf.equal(image_index, text_index), tf.int32)  # [3B]
         return tf.reduce_mean(
-            keras.losses.sparse_categorical_crossentropy(
-                labels, self.itm_head(fused), from_logits=True
-            )
+            keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
         )
 
     def compute_loss(
