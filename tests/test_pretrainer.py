@@ -123,13 +123,13 @@ def test_retriever_reranks_only_the_top_k(preprocessor, pairs):
     np.testing.assert_array_equal(
         np.sort(np.nonzero(lifted)[1].reshape(12, 3)), np.sort(top3)
     )
-    # The lifted scores are the ITM scores of (query text, candidate image).
+    # The lifted scores: ITC logit + ITM log-odds of (query text, candidate image).
     itm = retriever.matching_scores_for(
         encoded, top3.ravel(), np.repeat(np.arange(12), 3)
     )
     np.testing.assert_allclose(
         np.take_along_axis(reranked, top3, 1) - RERANK_OFFSET,
-        itm.reshape(12, 3),
+        np.take_along_axis(dual, top3, 1) / 0.07 + itm.reshape(12, 3),
         atol=1e-3,
     )
     # Outside the top k, the dual order is kept.

@@ -152,7 +152,8 @@ RETRIEVAL_NOTE = (
     "R@k over the whole test gallery (every emoji drawn by the test vendor; "
     "queries are the CLDR texts) and over the held-out concepts only (never "
     "seen in training). `dual`: unimodal embeddings; `rerank`: top-16 re-scored "
-    "by the graph's ITM head. With several seeds: mean ± half the range."
+    "by ITC logit + the graph's ITM log-odds. With several seeds: mean ± half the "
+    "range."
 )
 
 

@@ -20,7 +20,7 @@ class SimMIMRetriever(SimMIMPretrainer):
     Trained like the pretrainer with ITC + ITM (MIM and MLM off by default).
     To retrieve, the unimodal embeddings (the dual encoder) score the whole
     gallery; the top `rerank_k` candidates of each query then go through the
-    graph with the query, and the ITM score orders them.
+    graph with the query, and ITC logit + ITM log-odds orders them.
 
     Args:
         backbone: `SimMIMBackbone`.
@@ -93,8 +93,9 @@ class SimMIMRetriever(SimMIMPretrainer):
 
         Queries and gallery are the texts and images of `encoded` (pair i is
         text i with image i). With `rerank_k > 0` each query's top `rerank_k`
-        dual-encoder candidates are re-scored by ITM and placed first, in ITM
-        order; the rest keep their dual-encoder order.
+        dual-encoder candidates are re-scored and placed first: ITC logit
+        (cosine / T) plus the graph's ITM log-odds; the rest keep their
+        dual-encoder order.
 
         Args:
             encoded: output of `encode`.
@@ -123,11 +124,16 @@ class SimMIMRetriever(SimMIMPretrainer):
         else:
             image_index, text_index = queries, candidates.ravel()
         itm = self.matching_scores_for(encoded, image_index, text_index, batch_size)
+        # ITC logit + ITM log-odds: the match head refines the dual score, it
+        # does not replace it (a product of the two models' odds).
+        itc = float(self.contrastive.inverse_temperature()) * np.take_along_axis(
+            scores, candidates, axis=1
+        )
         reranked = scores.copy()
         np.put_along_axis(
             reranked,
             candidates,
-            RERANK_OFFSET + itm.astype(np.float64).reshape(candidates.shape),
+            RERANK_OFFSET + itc + itm.astype(np.float64).reshape(candidates.shape),
             axis=1,
         )
         return reranked

@@ -42,8 +42,11 @@ class ContrastiveLoss(keras.layers.Layer):
         """Temperature-scaled cosine similarities `[num_images, num_texts]`."""
         images = tf.math.l2_normalize(image_embeddings, axis=-1)
         texts = tf.math.l2_normalize(text_embeddings, axis=-1)
-        scale = tf.exp(tf.minimum(self.log_inverse_temperature, math.log(100.0)))
-        return scale * tf.matmul(images, texts, transpose_b=True)
+        return self.inverse_temperature() * tf.matmul(images, texts, transpose_b=True)
+
+    def inverse_temperature(self) -> tf.Tensor:
+        """1 / T, clipped at 100 as in CLIP."""
+        return tf.exp(tf.minimum(self.log_inverse_temperature, math.log(100.0)))
 
     def call(self, image_embeddings, text_embeddings):
         logits = self.similarity(image_embeddings, text_embeddings)
