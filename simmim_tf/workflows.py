@@ -65,6 +65,7 @@ DEFAULT_CONFIG: dict = {
     "pretrain": {
         "epochs": 5,
         "learning_rate": 1e-3,
+        "schedule": "cosine",
         "mim_weight": 1.0,
         "mlm_weight": 1.0,
         "itc_weight": 1.0,
@@ -78,11 +79,13 @@ DEFAULT_CONFIG: dict = {
         "modalities": ["image", "text"],
         "epochs": 8,
         "learning_rate": 1e-3,
+        "schedule": "cosine",
         "patience": 3,
         "rerank_k": 16,
     },
 }
 TASKS = ("retrieve", "classify", "baseline")
+SCHEDULES = ("cosine", "constant")
 BACKUP_EVERY_STEPS = 20
 
 
@@ -184,12 +187,34 @@ def _has_pairs(inputs, *labels):
     return tf.shape(inputs["token_ids"])[0] >= 2
 
 
+def learning_rate(settings: dict, steps_per_epoch: int):
+    """The learning rate of a `pretrain` or `finetune` config section.
+
+    `"cosine"`: linear warm-up over the first epoch to `learning_rate`, then
+    cosine decay to 0 at the last step (as CLIP trains); `"constant"`: flat.
+    """
+    schedule = settings.get("schedule", "constant")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"Schedule {schedule!r} must be one of {SCHEDULES}.")
+    if schedule == "constant":
+        return settings["learning_rate"]
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        warmup_target=settings["learning_rate"],
+        warmup_steps=steps_per_epoch,
+        decay_steps=max(settings["epochs"] - 1, 1) * steps_per_epoch,
+    )
+
+
 def _fit(model, config, section, train, validation, run_dir, monitor):
     settings = config[section]
     if not model.built:  # BackupAndRestore needs built weights to restore into
         batch = next(iter(train))
         model(batch[0] if isinstance(batch, tuple) else batch)
-    model.compile(optimizer=keras.optimizers.AdamW(settings["learning_rate"]))
+    steps_per_epoch = int(train.reduce(0, lambda count, _: count + 1))
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate(settings, steps_per_epoch))
+    )
     patience = settings.get("patience")
     start = time.perf_counter()
     history = model.fit(

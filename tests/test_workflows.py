@@ -2,12 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
 import simmim_tf
 from simmim_tf.cli import main
-from simmim_tf.workflows import DEFAULT_CONFIG
+from simmim_tf.workflows import DEFAULT_CONFIG, learning_rate
 
 TINY = {
     "data": {"image_size": 16, "batch_size": 32, "sequence_length": 12},
@@ -81,3 +82,17 @@ def test_config_errors_are_clear(tmp_path, capsys):
     assert main(bad) == 2
     assert "Task 'segment' must be one of" in capsys.readouterr().err
     assert "run_dir" in DEFAULT_CONFIG
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    settings = {"learning_rate": 1e-3, "epochs": 5, "schedule": "cosine"}
+    rate = learning_rate(settings, steps_per_epoch=10)
+    values = [float(rate(step)) for step in range(51)]
+    assert values[0] == 0.0 and values[5] == pytest.approx(5e-4)
+    assert max(values) == pytest.approx(1e-3) and np.argmax(values) == 10
+    assert values[30] == pytest.approx(5e-4, rel=1e-3)  # half-way through the decay
+    assert values[50] == pytest.approx(0.0, abs=1e-9)
+    assert all(a >= b for a, b in zip(values[10:], values[11:], strict=False))
+    assert learning_rate({**settings, "schedule": "constant"}, 10) == 1e-3
+    with pytest.raises(ValueError, match="Schedule 'step' must be one of"):
+        learning_rate({**settings, "schedule": "step"}, 10)
