@@ -47,7 +47,7 @@ DEFAULT_CONFIG: dict = {
         "train_vendor": "twitter",
         "test_vendor": "google",
         "held_out_fraction": 0.2,
-        "batch_size": 32,
+        "batch_size": 64,  # contrastive losses want many in-batch negatives
         "sequence_length": 24,
         "image_size": 64,
     },

@@ -123,13 +123,14 @@ def main() -> None:
     classification["SimMIM image only, from scratch"] = [
         finetune("classify-image", finetune=dict(classify, modalities=["image"]))
     ]
-    classification["SimMIM image only, pre-trained (all losses)"] = [
-        finetune(
-            "classify-image-pretrained",
-            finetune=dict(classify, modalities=["image"]),
-            model=dict(backbone=backbones["all losses"]),
-        )
-    ]
+    for name in ("ITC only", "all losses"):
+        classification[f"SimMIM image only, pre-trained ({name})"] = [
+            finetune(
+                f"classify-image-pretrained-{name.replace(' ', '-')}",
+                finetune=dict(classify, modalities=["image"]),
+                model=dict(backbone=backbones[name]),
+            )
+        ]
     figures = []
     if histories:  # read back from every run, finished now or before
         curves = pathlib.Path(args.out).parent / "results_training_curves.png"
