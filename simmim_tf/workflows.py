@@ -87,6 +87,7 @@ DEFAULT_CONFIG: dict = {
 TASKS = ("retrieve", "classify", "baseline")
 SCHEDULES = ("cosine", "constant")
 BACKUP_EVERY_STEPS = 20
+MIN_PAIRS = 2  # contrastive losses need at least 2 pairs in every batch
 
 
 def default_config(**sections) -> dict:
@@ -163,16 +164,23 @@ def load_splits(config: dict) -> tuple[dict[str, tf.data.Dataset], object]:
 
 
 def _batches(config, examples, preprocessor, *, label_key=None, training=False):
+    """Batches of model inputs, of known length; without labels, >= 2 pairs each."""
+    batch_size = config["data"]["batch_size"]
     batches = make_dataset(
         examples,
         preprocessor,
         label_key=label_key,
-        batch_size=config["data"]["batch_size"],
+        batch_size=batch_size,
         training=training,
         seed=config["seed"],
     )
-    # Contrastive losses need >= 2 pairs in every batch.
-    return batches.filter(_has_pairs) if label_key is None else batches
+    full, rest = divmod(int(examples.reduce(0, lambda count, _: count + 1)), batch_size)
+    if label_key is None:
+        batches = batches.filter(_has_pairs)
+        rest = rest if rest >= MIN_PAIRS else 0
+    # The concept split's filter hides the length; progress bars and the
+    # learning-rate schedule need it.
+    return batches.apply(tf.data.experimental.assert_cardinality(full + (rest > 0)))
 
 
 def _model_inputs_only(model, batches):
@@ -184,7 +192,7 @@ def _model_inputs_only(model, batches):
 
 
 def _has_pairs(inputs, *labels):
-    return tf.shape(inputs["token_ids"])[0] >= 2
+    return tf.shape(inputs["token_ids"])[0] >= MIN_PAIRS
 
 
 def learning_rate(settings: dict, steps_per_epoch: int):
@@ -211,9 +219,10 @@ def _fit(model, config, section, train, validation, run_dir, monitor):
     if not model.built:  # BackupAndRestore needs built weights to restore into
         batch = next(iter(train))
         model(batch[0] if isinstance(batch, tuple) else batch)
-    steps_per_epoch = int(train.reduce(0, lambda count, _: count + 1))
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate(settings, steps_per_epoch))
+        optimizer=keras.optimizers.AdamW(
+            learning_rate(settings, steps_per_epoch=int(train.cardinality()))
+        )
     )
     patience = settings.get("patience")
     start = time.perf_counter()

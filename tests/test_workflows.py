@@ -7,7 +7,9 @@ import pytest
 import yaml
 
 import simmim_tf
+from simmim_tf import workflows
 from simmim_tf.cli import main
+from simmim_tf.training import load_config
 from simmim_tf.workflows import DEFAULT_CONFIG, learning_rate
 
 TINY = {
@@ -96,3 +98,18 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert learning_rate({**settings, "schedule": "constant"}, 10) == 1e-3
     with pytest.raises(ValueError, match="Schedule 'step' must be one of"):
         learning_rate({**settings, "schedule": "step"}, 10)
+
+
+@pytest.mark.parametrize(
+    "count, label_key, steps", [(33, None, 1), (34, None, 2), (33, "group", 2)]
+)
+def test_batches_declare_the_length_they_yield(config_file, count, label_key, steps):
+    config = load_config(str(config_file), defaults=DEFAULT_CONFIG)
+    splits, _ = workflows.load_splits(config)
+    examples = splits["train"].take(count)
+    batches = workflows._batches(
+        config, examples, workflows.build_preprocessor(config), label_key=label_key
+    )
+    # A last batch of 1 pair is dropped without labels (no contrastive pair).
+    assert int(batches.cardinality()) == steps
+    assert sum(1 for _ in batches) == steps
