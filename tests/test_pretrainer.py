@@ -1,5 +1,7 @@
 """SimMIMPretrainer, SimMIMRetriever and modality-absent classifiers."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -188,3 +190,24 @@ def test_mlm_masking_statistics(tokenizer):
     assert masked.mean() == pytest.approx(0.8, abs=0.04)
     assert unchanged.mean() == pytest.approx(0.1, abs=0.03)
     assert (1 - masked.mean() - unchanged.mean()) == pytest.approx(0.1, abs=0.03)
+
+
+def test_pretrainer_builds_every_weight_before_the_first_batch(
+    pretraining_preprocessor, pairs
+):
+    pretrainer = SimMIMPretrainer(tiny_backbone())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras warns when build() leaves state unbuilt
+        pretrainer.build()
+        names = sorted(w.path for w in pretrainer.weights)
+        pretrainer(pretraining_preprocessor(pairs))
+    # The first call creates nothing new: load_weights and backups see every weight.
+    assert sorted(w.path for w in pretrainer.weights) == names
+
+
+def test_a_switched_off_loss_leaves_its_head_without_weights():
+    retriever = SimMIMRetriever(tiny_backbone())
+    retriever.build()
+    heads = {w.path.split("/")[1] for w in retriever.trainable_weights}
+    assert "itm_head" in heads
+    assert not heads & {"mim_mask_token", "mim_head", "mlm_head"}

@@ -139,8 +139,12 @@ def test_matching_head_learns_what_a_linear_head_on_z_cannot():
     head = keras.Model(readouts, MatchingHead(32)(*readouts))
     linear = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
     for model in (head, linear):
-        model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+        model.compile(
+            keras.optimizers.Adam(1e-2),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
     head.fit([fused, images, texts], labels, epochs=60, batch_size=64, verbose=0)
     linear.fit(fused, labels, epochs=60, batch_size=64, verbose=0)
-    assert accuracy(head, list(test[:3]), test[3]) > 0.85
-    assert accuracy(linear, test[0], test[3]) < 0.7
+    # Measured: 1.000 against 0.520 (chance is 0.5).
+    assert accuracy(head, list(test[:3]), test[3]) > 0.97
+    assert accuracy(linear, test[0], test[3]) < 0.6

@@ -15,6 +15,7 @@ import yaml
 from simmim_tf.training import (
     AtomicModelCheckpoint,
     ResumableBackupAndRestore,
+    ScheduledLearningRate,
     concept_held_out,
     load_config,
     save_config,
@@ -393,3 +394,32 @@ def test_split_by_concept_validates_examples():
         split_by_concept(batched)
     with pytest.raises(ValueError, match=r"'subgroup' feature; got \['label'\]"):
         split_by_concept(batched, label_key="subgroup")
+
+
+def test_scheduled_learning_rate_follows_the_schedule_step_by_step():
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=8, warmup_target=1e-2, warmup_steps=4
+    )
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(float(self.model.optimizer.learning_rate))
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.AdamW(float(schedule(0))), "mse")
+    x, y = np.ones((24, 3), "float32"), np.zeros((24, 1), "float32")
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=2,
+        verbose=0,
+        callbacks=[ScheduledLearningRate(schedule), Record()],
+    )
+    # Warm-up to 1e-2 over 4 steps, then cosine decay: rate at step s is schedule(s).
+    expected = [float(schedule(step)) for step in range(12)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+    assert max(seen) == pytest.approx(1e-2) and seen[0] == 0.0
+    assert int(model.optimizer.iterations) == 12

@@ -40,8 +40,13 @@ def main() -> None:
     parser.add_argument("--data-dir", help="TFDS data folder")
     parser.add_argument("--runs-dir", default="runs/report")
     parser.add_argument("--out", default="docs/results.md")
-    parser.add_argument("--pretrain-epochs", type=int, default=10)
-    parser.add_argument("--finetune-epochs", type=int, default=20)
+    defaults = workflows.DEFAULT_CONFIG
+    parser.add_argument(
+        "--pretrain-epochs", type=int, default=defaults["pretrain"]["epochs"]
+    )
+    parser.add_argument(
+        "--finetune-epochs", type=int, default=defaults["finetune"]["epochs"]
+    )
     parser.add_argument(
         "--patience",
         type=int,
@@ -50,7 +55,9 @@ def main() -> None:
         "improving long before cross-vendor recall does)",
     )
     parser.add_argument("--seeds", type=int, default=2, help="seeds of the key rows")
-    parser.add_argument("--sequence-length", type=int, default=16)
+    parser.add_argument(
+        "--sequence-length", type=int, default=defaults["data"]["sequence_length"]
+    )
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -75,11 +82,11 @@ def main() -> None:
 
     def finetune(name, seed=0, **sections):
         cfg = config(name, seed, **sections)
-        metrics_file = pathlib.Path(cfg["run_dir"]) / "metrics.json"
+        metrics_file = workflows.metrics_path(cfg["run_dir"], cfg)
         if not metrics_file.is_file():
             workflows.run_finetune(cfg)
         histories[name] = json.loads((metrics_file.parent / "history.json").read_text())
-        return json.loads(metrics_file.read_text())
+        return json.loads(metrics_file.read_text())["metrics"]
 
     def pretrain(name, weights):
         cfg = config(f"pretrain-{name}", pretrain=weights)
@@ -137,7 +144,7 @@ def main() -> None:
         plot_training_curves(histories, curves)
         figures.append(("training curves", str(curves)))
     for variant in ("dual", "rerank"):
-        grid = runs / f"retrieve-all-losses-seed0/retrieval_{variant}.png"
+        grid = runs / f"retrieve-all-losses-seed0/retrieval_{variant}_google.png"
         if grid.is_file():
             target = pathlib.Path(args.out).parent / f"results_retrieval_{variant}.png"
             target.write_bytes(grid.read_bytes())

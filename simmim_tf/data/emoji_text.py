@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import io
 import json
 import os
@@ -173,6 +174,57 @@ def check_manual_dir(
     if missing:
         raise FileNotFoundError(missing_tarballs_message(path, missing))
     return path
+
+
+# sha256 of each tarball already hashed in this process, by (path, size, mtime, inode).
+_FILE_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def _file_digest(path: pathlib.Path) -> str:
+    """sha256 of the file at `path`, read in chunks; cached while it is unchanged."""
+    path = path.resolve()
+    info = path.stat()
+    key = (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
+    if key not in _FILE_DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+        _FILE_DIGESTS[key] = digest.hexdigest()
+    return _FILE_DIGESTS[key]
+
+
+def sources_digest(manual_dir: os.PathLike | str, vendors: tuple[str, ...]) -> str:
+    """A short hash of the tarballs that `vendors` need, names and contents.
+
+    The tarballs are hashed in sorted name order with sha256, each read once per
+    process while its size and modification time stay the same.
+    `emoji_text_builder` prepares the dataset under `sources-{digest}/` in the
+    data dir, so other tarballs are never served from an old cache.
+
+    Args:
+        manual_dir: path. The directory with the npm tarballs.
+        vendors: tuple of str. The vendors whose tarballs to hash (emojibase-data
+            is always included).
+
+    Returns:
+        The first 12 hex digits of the hash.
+
+    Raises:
+        FileNotFoundError: as `check_manual_dir`, if a tarball is missing.
+
+    Example:
+
+    ```python
+    digest = sources_digest(SAMPLE_DIR, ("twitter", "google"))
+    assert len(digest) == 12
+    ```
+    """
+    manual_dir = check_manual_dir(manual_dir, vendors)
+    combined = hashlib.sha256()
+    for name in sorted(expected_tarballs(vendors)):
+        combined.update(f"{name}\0{_file_digest(manual_dir / name)}\n".encode())
+    return combined.hexdigest()[:12]
 
 
 @dataclasses.dataclass(eq=False)
@@ -444,14 +496,23 @@ def emoji_text_builder(
 ) -> EmojiText:
     """Returns the `emoji_text` builder, prepared (built on first use).
 
+    The prepared data is cached by the content of the source tarballs: it goes to
+    `{data_dir}/sources-{digest}/emoji_text/{config}/{version}`, where `digest`
+    is `sources_digest(manual_dir, vendors)`. The same tarballs reuse the cache
+    from any folder; changed or other tarballs are prepared anew.
+
     Args:
         manual_dir: path or None. Folder with the npm tarballs; None means the
             committed sample (`SAMPLE_DIR`).
-        data_dir: path or None. TFDS cache; None means
+        data_dir: path or None. TFDS cache root; None means
             `~/tensorflow_datasets/simmim_tf_sample` for the sample and
             `~/tensorflow_datasets` (or `$TFDS_DATA_DIR`) otherwise, so that the
-            sample and the full data never share a cache.
+            sample and the full data never share a cache root.
         config: str or EmojiTextConfig. "base", "skin_tones" or a custom config.
+
+    Raises:
+        FileNotFoundError: `manual_dir` or some of the tarballs are missing; the
+            message names the expected files and the fetch command.
 
     Example:
 
@@ -469,6 +530,17 @@ def emoji_text_builder(
         data_dir = default_root
     data_dir = os.path.expanduser(os.fspath(data_dir))
     manual_dir = os.path.expanduser(os.fspath(manual_dir))
+    if isinstance(config, str):
+        if config not in EmojiText.builder_configs:
+            raise ValueError(
+                f"Unknown emoji_text config {config!r}: use one of "
+                f"{sorted(EmojiText.builder_configs)} or an `EmojiTextConfig`."
+            )
+        vendors = EmojiText.builder_configs[config].vendors
+    else:
+        vendors = config.vendors
+    digest = sources_digest(manual_dir, vendors)
+    data_dir = os.path.join(data_dir, f"sources-{digest}")
     builder = EmojiText(config=config, data_dir=data_dir)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)

@@ -7,6 +7,7 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
+import warnings
 
 from simmim_tf.data.emoji_text import (
     DATASOURCE_VERSION,
@@ -18,6 +19,21 @@ from simmim_tf.data.emoji_text import (
 
 # Their artwork is not licensed for redistribution: never fetched by default.
 UNLICENSED_VENDORS = ("apple", "facebook")
+# The command-line flag that stands for `allow_unlicensed_vendors=True`.
+UNLICENSED_FLAG = "--i-have-the-rights"
+
+
+class UnlicensedArtworkWarning(UserWarning):
+    """Warns that emoji artwork not licensed for redistribution is being fetched."""
+
+
+def unlicensed_vendors_warning(vendors: list[str] | tuple[str, ...]) -> str:
+    """The warning given when unlicensed `vendors` are fetched anyway."""
+    return (
+        f"Fetching the emoji artwork of vendor(s) {list(vendors)}, which is not "
+        "licensed for redistribution: use it only if you are licensed to, and never "
+        "redistribute it (nor the tarballs, prepared datasets or images made from it)."
+    )
 
 
 def fetch_emoji_tarballs(
@@ -37,7 +53,9 @@ def fetch_emoji_tarballs(
         vendors: tuple of str. Vendors whose `emoji-datasource-{vendor}` package
             to fetch; `emojibase-data` is always fetched.
         allow_unlicensed_vendors: bool. Allow "apple" and "facebook", whose
-            artwork is not licensed for redistribution.
+            artwork is not licensed for redistribution (`--i-have-the-rights` on
+            the command line). Fetching them then gives an
+            `UnlicensedArtworkWarning` first.
 
     Returns:
         The paths of all the tarballs, vendors first, emojibase-data last.
@@ -61,8 +79,13 @@ def fetch_emoji_tarballs(
     if refused and not allow_unlicensed_vendors:
         raise ValueError(
             f"Refusing to fetch vendor(s) {refused}: their emoji artwork is not "
-            "licensed for redistribution. Pass allow_unlicensed_vendors=True only "
-            "if you have the rights to use it, and never redistribute it."
+            "licensed for redistribution. Pass allow_unlicensed_vendors=True (on "
+            f"the command line: {UNLICENSED_FLAG}) only if you have the rights to "
+            "use it, and never redistribute it."
+        )
+    if refused:
+        warnings.warn(
+            unlicensed_vendors_warning(refused), UnlicensedArtworkWarning, stacklevel=2
         )
     manual_dir = pathlib.Path(manual_dir).expanduser()
     packages = [

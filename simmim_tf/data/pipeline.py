@@ -56,6 +56,7 @@ def make_dataset(
     training: bool = False,
     seed: int = 0,
     shuffle_buffer: int = 4096,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Turn emoji_text feature dicts into batches of `(inputs, labels)`.
 
@@ -68,6 +69,8 @@ def make_dataset(
         training: bool. Shuffle and augment.
         seed: int. Seed of the shuffle and of the augmentation.
         shuffle_buffer: int. Shuffle buffer size.
+        drop_remainder: bool. Drop a last, smaller batch (every batch then has
+            one shape, so a training step is traced once, not twice).
 
     Example:
     ```python
@@ -101,7 +104,7 @@ def make_dataset(
             return features
         return features, example[label_key]
 
-    batches = examples.map(to_inputs).batch(batch_size)
+    batches = examples.map(to_inputs).batch(batch_size, drop_remainder=drop_remainder)
     return batches.map(
         preprocessor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     ).prefetch(tf.data.AUTOTUNE)

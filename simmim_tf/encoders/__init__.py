@@ -1,8 +1,8 @@
 """Unimodal encoders: keras-hub ResNet for images, keras-hub BERT for text."""
 
 from simmim_tf.encoders.image import IMAGE_ENCODER_CONFIGS, build_image_encoder
+from simmim_tf.encoders.minilm import fetch_minilm, minilm_preset
 from simmim_tf.encoders.text import (
-    MINILM_PRESET_DIR,
     TEXT_ENCODER_CONFIGS,
     build_text_encoder,
     build_tokenizer,
@@ -10,9 +10,10 @@ from simmim_tf.encoders.text import (
 
 __all__ = [
     "IMAGE_ENCODER_CONFIGS",
-    "MINILM_PRESET_DIR",
     "TEXT_ENCODER_CONFIGS",
     "build_image_encoder",
     "build_text_encoder",
     "build_tokenizer",
+    "fetch_minilm",
+    "minilm_preset",
 ]

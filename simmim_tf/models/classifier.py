@@ -6,10 +6,8 @@ import keras
 import keras_hub
 
 from simmim_tf.models.backbone import SimMIMBackbone
-from simmim_tf.models.inputs import model_inputs
+from simmim_tf.models.inputs import MODALITIES, check_modalities, model_inputs
 from simmim_tf.models.preprocessor import SimMIMPreprocessor
-
-MODALITIES = ("image", "text")
 
 
 def backbone_fused_embedding(
@@ -67,7 +65,7 @@ class SimMIMClassifier(ClassifierDefaults, keras_hub.models.Task):
         modalities: tuple of str. `("image", "text")`, `("image",)` or
             `("text",)`. A missing modality is absent from the graph (no nodes,
             no edges; its readout is 0, so z = x / sqrt(2) for image only) and
-            from the model inputs.
+            from the model inputs, and its tower is frozen.
 
     Example:
     ```python
@@ -92,11 +90,21 @@ class SimMIMClassifier(ClassifierDefaults, keras_hub.models.Task):
     ):
         if num_classes < 2:
             raise ValueError(f"Number of classes {num_classes} must be >= 2.")
-        modalities = tuple(modalities)
-        if not modalities or set(modalities) - set(MODALITIES):
-            raise ValueError(
-                f"Modalities {modalities} must be a non-empty subset of {MODALITIES}."
-            )
+        modalities = check_modalities(modalities)
+        # A tower this task never reads gets no gradient: freeze it, so the
+        # optimizer neither warns about it nor keeps state for it.
+        unused = {
+            "image": (
+                backbone.image_encoder,
+                backbone.image_projection,
+                backbone.image_position_embedding,
+            ),
+            "text": (backbone.text_encoder, backbone.text_projection),
+        }
+        for modality, layers in unused.items():
+            if modality not in modalities:
+                for layer in layers:
+                    layer.trainable = False
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -105,11 +113,7 @@ class SimMIMClassifier(ClassifierDefaults, keras_hub.models.Task):
             num_classes, activation=activation, name="logits"
         )
         # === Functional Model ===
-        wanted = {"images"} if "image" in modalities else set()
-        if "text" in modalities:
-            wanted |= {"token_ids", "padding_mask"}
-        all_inputs = model_inputs(backbone.image_encoder.input_shape[1:])
-        inputs = {key: all_inputs[key] for key in wanted}
+        inputs = model_inputs(backbone.image_encoder.input_shape[1:], modalities)
         fused = backbone_fused_embedding(backbone, inputs, modalities)
         outputs = self.output_dense(self.output_dropout(fused))
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)

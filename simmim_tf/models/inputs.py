@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import keras
 
+MODALITIES = ("image", "text")
 
-def model_inputs(image_shape: tuple[int, int, int]) -> dict[str, keras.KerasTensor]:
-    """Symbolic `images`, `token_ids` and `padding_mask` inputs.
+
+def check_modalities(modalities) -> tuple[str, ...]:
+    """`modalities` as a tuple, or a clear error if it is not a subset of both."""
+    modalities = tuple(modalities)
+    if not modalities or set(modalities) - set(MODALITIES):
+        raise ValueError(
+            f"Modalities {modalities} must be a non-empty subset of {MODALITIES}."
+        )
+    return modalities
+
+
+def model_inputs(
+    image_shape: tuple[int, int, int], modalities: tuple[str, ...] = MODALITIES
+) -> dict[str, keras.KerasTensor]:
+    """Symbolic inputs: `images` for the image, `token_ids` + `padding_mask` for text.
 
     Args:
         image_shape: tuple of 3 ints. `(height, width, 3)` of the images.
+        modalities: tuple of str. Which of `MODALITIES` the model reads.
     """
-    return {
-        "images": keras.Input(shape=image_shape, name="images"),
-        "token_ids": keras.Input(shape=(None,), dtype="int32", name="token_ids"),
-        "padding_mask": keras.Input(shape=(None,), dtype="int32", name="padding_mask"),
-    }
+    inputs = {}
+    if "image" in check_modalities(modalities):
+        inputs["images"] = keras.Input(shape=image_shape, name="images")
+    if "text" in modalities:
+        inputs["token_ids"] = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        inputs["padding_mask"] = keras.Input(
+            shape=(None,), dtype="int32", name="padding_mask"
+        )
+    return inputs

@@ -187,6 +187,20 @@ class SimMIMPretrainer(keras.Model):
         self.loss_weights_by_name = weights
         self.initial_temperature = initial_temperature
 
+    def build(self, input_shape=None):
+        # The shapes of the enabled heads follow from the backbone: build them up
+        # front, so each weight exists before the first batch (load_weights,
+        # backups). A head whose loss is off stays unbuilt and without weights.
+        weights = self.loss_weights_by_name
+        hidden_dim = self.backbone.hidden_dim
+        if weights["mim"]:
+            self.mask_token.build(self.backbone.image_encoder.input_shape)
+            self.pixel_head.build(self.backbone.image_encoder.output_shape)
+        if weights["mlm"]:
+            self.mlm_head.build((None, None, hidden_dim), (None, None))
+        if weights["itm"]:
+            self.itm_head.build((None, hidden_dim))
+
     def call(self, inputs, training=False) -> dict:
         weights = self.loss_weights_by_name
         mask = inputs["padding_mask"]

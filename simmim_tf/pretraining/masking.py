@@ -102,6 +102,9 @@ class PixelReconstructionHead(keras.layers.Layer):
             stride * stride * channels, 1, name="projection"
         )
 
+    def build(self, feature_map_shape):
+        self.projection.build(feature_map_shape)
+
     def call(self, feature_map):
         return tf.nn.depth_to_space(self.projection(feature_map), self.stride)
 

@@ -4,6 +4,9 @@ from simmim_tf.training.callbacks import AtomicModelCheckpoint as AtomicModelChe
 from simmim_tf.training.callbacks import (
     ResumableBackupAndRestore as ResumableBackupAndRestore,
 )
+from simmim_tf.training.callbacks import (
+    ScheduledLearningRate as ScheduledLearningRate,
+)
 from simmim_tf.training.callbacks import standard_callbacks as standard_callbacks
 from simmim_tf.training.config import load_config as load_config
 from simmim_tf.training.config import save_config as save_config

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import json
 import os
+import shutil
+import tempfile
 
+import h5py
 import keras
 
-from simmim_tf.atomic import atomic_path
+from simmim_tf.atomic import atomic_path, atomic_write_text
 
 # Longest first: `.weights.h5` must win over `.h5`.
 _CHECKPOINT_EXTENSIONS = (".weights.h5", ".keras", ".h5")
@@ -66,13 +72,34 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
 
 class ResumableBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`keras.callbacks.BackupAndRestore` that survives being interrupted twice.
+    """`keras.callbacks.BackupAndRestore` that survives any interruption.
 
-    Keras 3.15 records the epoch of a backup in `_current_epoch`, which only
-    `on_epoch_end` updates and a new callback starts at 0. After a resume, a
-    mid-epoch backup (integer `save_freq`) taken before the resumed epoch ends
-    therefore records epoch 0, and a second interruption restarts training
-    from epoch 0. Here `on_epoch_begin` records the epoch in progress.
+    Two fixes over Keras 3.15:
+
+    - Atomic backups. Keras writes `latest.weights.h5` and
+      `training_metadata.json` in place, so a `kill -9` during a write leaves a
+      truncated file and every rerun fails (`OSError: Unable to synchronously
+      open file`). Here each file is written to a hidden temporary sibling,
+      flushed and moved into place with `os.replace`; the epoch of the backup
+      is also stored inside the weights file, which makes replacing the
+      weights the single commit point (see `_save_model`). At every instant the
+      folder holds a complete backup, the previous one, or none, and the
+      epoch restored is always that of the weights restored. At the end of
+      `fit` the folder is first renamed away, then deleted. Leftovers of an
+      interrupted write or deletion are removed when training begins.
+    - Epoch of mid-epoch backups. Keras records the epoch of a backup in
+      `_current_epoch`, which only `on_epoch_end` updates and a new callback
+      starts at 0. After a resume, a mid-epoch backup (integer `save_freq`)
+      taken before the resumed epoch ends therefore records epoch 0, and a
+      second interruption restarts training from epoch 0. Here
+      `on_epoch_begin` records the epoch in progress.
+
+    This overrides Keras' private `_save_model` and `_load_model` (tested with
+    Keras 3.15; `setup.py` pins `keras>=3.10,<4`): they only rely on Keras
+    calling `_save_model()` from `on_epoch_end` and `on_train_batch_end` and
+    `_load_model()` from `on_train_begin`. Remote folders (`gs://…`) keep
+    Keras' direct writes. Backups written by stock Keras (no epoch inside the
+    weights file) are restored with the epoch of `training_metadata.json`.
 
     Args:
         backup_dir: str or `PathLike`. Folder of the backup; not shared.
@@ -85,11 +112,132 @@ class ResumableBackupAndRestore(keras.callbacks.BackupAndRestore):
     ```
     """
 
+    # HDF5 attribute of the weights file holding the JSON training metadata.
+    METADATA_ATTRIBUTE = "training_metadata"
+
     def __init__(self, backup_dir: str | os.PathLike, **kwargs):
         super().__init__(os.fspath(backup_dir), **kwargs)
 
+    @property
+    def _is_local(self) -> bool:
+        return "://" not in self.backup_dir
+
     def on_epoch_begin(self, epoch, logs=None):
         self._current_epoch = epoch
+
+    def on_train_begin(self, logs=None):
+        if self._is_local:
+            self._remove_leftovers()
+        super().on_train_begin(logs)
+
+    def _remove_leftovers(self):
+        """Removes temporaries of writes and deletions that were interrupted."""
+        backup_dir = os.path.abspath(self.backup_dir)
+        parent, name = os.path.split(backup_dir)
+        for leftover in glob.glob(
+            os.path.join(glob.escape(parent), f".{name}.*.deleted")
+        ):
+            shutil.rmtree(leftover, ignore_errors=True)
+        if not os.path.isdir(backup_dir):
+            return
+        for path in (self._weights_path, self._training_metadata_path):
+            # `atomic_path` temporaries, also those of the `.bkp` copies.
+            pattern = f".{os.path.basename(path)}.*.tmp*"
+            for temp in glob.glob(os.path.join(glob.escape(backup_dir), pattern)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+
+    def _save_model(self):
+        if not self._is_local:
+            return super()._save_model()
+        os.makedirs(self.backup_dir, exist_ok=True)
+        if getattr(self, "double_checkpoint", False):  # not in every Keras 3
+            for path in (self._weights_path, self._training_metadata_path):
+                if os.path.exists(path):
+                    with atomic_path(f"{path}.bkp") as temp_path:
+                        shutil.copyfile(path, temp_path)
+        metadata = json.dumps(
+            {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        )
+        # The weights file carries its own metadata and is moved into place
+        # first: that `os.replace` commits the backup. The JSON file, written
+        # after it, mirrors the metadata for Keras and for people. A kill
+        # between the two replaces leaves the JSON one backup behind; the
+        # restore reads the epoch from the weights file, so it never pairs
+        # weights with the epoch of another backup. (Even a reader of the JSON
+        # would see new weights with an older epoch and retrain part of an
+        # epoch, never skip one.)
+        with atomic_path(self._weights_path, suffix=".weights.h5") as temp_path:
+            self.model.save_weights(temp_path, overwrite=True)
+            with h5py.File(temp_path, "r+") as weights_file:
+                weights_file.attrs[self.METADATA_ATTRIBUTE] = metadata
+        atomic_write_text(self._training_metadata_path, metadata)
+
+    def _load_model(self):
+        if not self._is_local:
+            return super()._load_model()
+        if not self.model.built:
+            raise ValueError(
+                "To use the BackupAndRestore callback, your model must be built "
+                f"before you call `fit()`. Model {self.model} is unbuilt."
+            )
+        if not os.path.exists(self._weights_path):
+            # Without weights there is no backup (a metadata file alone would
+            # resume a fresh model at a later epoch): train from scratch.
+            return
+        with h5py.File(self._weights_path, "r") as weights_file:
+            metadata = weights_file.attrs.get(self.METADATA_ATTRIBUTE)
+        if metadata is None and os.path.exists(self._training_metadata_path):
+            with open(self._training_metadata_path) as stream:  # stock Keras backup
+                metadata = stream.read()
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)  # so it is restored
+        self.model.load_weights(self._weights_path)
+        if metadata is not None:
+            self.model._initial_epoch = json.loads(metadata)["epoch"]
+
+    def on_train_end(self, logs=None):
+        if not self._is_local:
+            return super().on_train_end(logs)
+        if not (self.delete_checkpoint and os.path.exists(self.backup_dir)):
+            return
+        # Deleting file by file could leave metadata without weights; renaming
+        # the folder away removes the whole backup in one step.
+        backup_dir = os.path.abspath(self.backup_dir)
+        parent, name = os.path.split(backup_dir)
+        trash = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".deleted")
+        os.replace(backup_dir, os.path.join(trash, name))
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+class ScheduledLearningRate(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate from a schedule before every batch.
+
+    Given a `keras.optimizers.schedules.LearningRateSchedule` object, Keras'
+    `AdamW` evaluates it once per variable inside the traced training step
+    (for the weight decay): thousands of graph ops that make every trace
+    slow. Here the optimizer holds a plain rate, set to `schedule(step)` before
+    each batch, which is the same rate at the same step.
+
+    Args:
+        schedule: callable. Maps the optimizer's step (`iterations`) to a rate.
+
+    Example:
+    ```python
+    schedule = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=1000)
+    model.compile(optimizer=keras.optimizers.AdamW(float(schedule(0))), loss=...)
+    model.fit(train, epochs=10, callbacks=[ScheduledLearningRate(schedule)])
+    ```
+    """
+
+    def __init__(self, schedule):
+        super().__init__()
+        self.schedule = schedule
+
+    def on_train_batch_begin(self, batch, logs=None):
+        optimizer = self.model.optimizer
+        optimizer.learning_rate = float(self.schedule(int(optimizer.iterations)))
 
 
 def standard_callbacks(
