@@ -115,3 +115,90 @@ def test_preset_round_trip(tmp_path, backbone, preprocessor, raw_batch):
         to_numpy(clone(raw_batch))["token_ids"],
         to_numpy(preprocessor(raw_batch))["token_ids"],
     )
+
+
+def _encode(image: Image.Image, file_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=file_format, **options)
+    return buffer.getvalue()
+
+
+def _half_transparent_rgba() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, size=(16, 16, 4), dtype=np.uint8)
+    rgba[..., 3] = np.where(np.arange(16)[:, None] < 8, 255, 96)
+    return rgba
+
+
+def _image_formats() -> dict[str, tuple[bytes, np.ndarray]]:
+    """Encoded bytes and what they show on white, decoded by Pillow (the reference)."""
+    rgba = Image.fromarray(_half_transparent_rgba(), "RGBA")
+    images = {
+        "RGB JPEG": (rgba.convert("RGB"), "JPEG", {"quality": 95}),
+        "RGB PNG": (rgba.convert("RGB"), "PNG", {}),
+        "RGBA PNG": (rgba, "PNG", {}),
+        "grey PNG": (rgba.convert("L"), "PNG", {}),
+        "grey+alpha PNG": (rgba.convert("LA"), "PNG", {}),
+        "palette PNG": (rgba.convert("RGB").convert("P"), "PNG", {}),
+        "16-bit grey PNG": (
+            Image.fromarray(np.asarray(rgba.convert("L"), np.uint16) * 257),
+            "PNG",
+            {},
+        ),
+        "GIF": (rgba.convert("RGB").convert("P"), "GIF", {}),
+        "BMP": (rgba.convert("RGB"), "BMP", {}),
+        "grey JPEG": (rgba.convert("L"), "JPEG", {"quality": 95}),
+    }
+    cases = {}
+    for name, (image, file_format, options) in images.items():
+        data = _encode(image, file_format, **options)
+        decoded = Image.open(io.BytesIO(data))
+        if decoded.mode == "I;16":
+            decoded = Image.fromarray((np.asarray(decoded) // 257).astype(np.uint8))
+        on_white = Image.alpha_composite(
+            Image.new("RGBA", decoded.size, "white"), decoded.convert("RGBA")
+        )
+        cases[name] = (data, np.asarray(on_white.convert("RGB")))
+    return cases
+
+
+@pytest.mark.parametrize("name", list(_image_formats()))
+def test_every_common_image_format_decodes_like_pillow(preprocessor, name):
+    # Regression: JPEG, GIF and BMP bytes were always refused ("JPEG does not
+    # support 4 channels"), grey and palette PNGs too.
+    data, reference = _image_formats()[name]
+    got = to_numpy(preprocessor({"images": [data], "texts": ["x"]}))["images"]
+    want = to_numpy(preprocessor({"images": reference[None], "texts": ["x"]}))["images"]
+    # Same decoders (JPEG with the exact IDCT); Pillow composites alpha in
+    # integers: one uint8 step is 1/255/0.225 = 0.0174 after normalisation.
+    np.testing.assert_allclose(got, want, atol=0.018)
+
+
+def test_a_batch_of_mixed_formats_decodes_each_one(preprocessor):
+    cases = _image_formats()
+    names = ["RGB JPEG", "RGBA PNG", "GIF", "grey PNG"]
+    batch = np.array([cases[name][0] for name in names], dtype=object)
+    got = to_numpy(preprocessor({"images": batch, "texts": ["x"] * 4}))["images"]
+    want = to_numpy(
+        preprocessor(
+            {"images": np.stack([cases[n][1] for n in names]), "texts": ["x"] * 4}
+        )
+    )["images"]
+    np.testing.assert_allclose(got, want, atol=0.018)
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        # Regression: [0, 255] floats were read as [0, 1], NaN gave finite logits.
+        (np.full((2, 16, 16, 3), 200.0, np.float32), r"must lie in \[0, 1\]"),
+        (np.full((2, 16, 16, 3), -0.1, np.float32), r"must lie in \[0, 1\]"),
+        (np.full((2, 16, 16, 3), np.nan, np.float32), "NaN or infinite"),
+        (np.full((2, 16, 16, 3), np.inf, np.float32), "NaN or infinite"),
+        # Regression: different batch sizes failed late, deep in the model.
+        (np.zeros((3, 16, 16, 3), np.uint8), "different batch sizes"),
+    ],
+)
+def test_pixels_outside_the_contract_are_refused_by_name(preprocessor, images, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        preprocessor({"images": images, "texts": ["a", "b"]})

@@ -18,9 +18,12 @@ IMAGE_STD = (0.229, 0.224, 0.225)
 class SimMIMPreprocessor(keras_hub.models.Preprocessor):
     """Turn raw images and texts into the inputs of `SimMIMBackbone`.
 
-    Images may be encoded bytes (PNG, JPEG, GIF, BMP; a `tf.string` tensor) or
-    pixel arrays `[H, W, 3]` / `[batch, H, W, 3]` of any size, uint8 in
-    [0, 255] or float in [0, 1]. They are resized to `image_size` and
+    Images may be encoded bytes (PNG in any mode, including 16-bit, JPEG, GIF,
+    BMP; a `tf.string` tensor) or pixel arrays `[H, W, 3]` / `[batch, H, W, 3]`
+    of any size, uint8 in [0, 255] or float in [0, 1]: float pixels outside
+    [0, 1] (e.g. [0, 255] floats), NaN or infinity are refused, never rescaled
+    silently. Images and texts must have one batch size. They are resized to
+    `image_size` and
     normalised with ImageNet statistics. Texts are tokenised with the BERT
     tokenizer, wrapped in `[CLS] ... [SEP]`, truncated to `sequence_length`
     (a huge text is cut, never an error) and padded.
@@ -108,8 +111,16 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
             "every example needs at least one word.",
         )
         token_ids, padding_mask = self.packer(self.tokenizer(texts))
+        images = self._images(x["images"])
+        if texts.shape.rank == 1:
+            tf.debugging.assert_equal(
+                tf.shape(images)[0],
+                tf.shape(texts)[0],
+                message="SimMIMPreprocessor: `images` and `texts` have different "
+                "batch sizes; pass one text per image.",
+            )
         inputs = {
-            "images": self._images(x["images"]),
+            "images": images,
             "token_ids": token_ids,
             "padding_mask": padding_mask,
         }
@@ -128,6 +139,15 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
             images = tf.cast(images, tf.float32) / 255.0
         elif images.dtype.is_floating:
             images = tf.cast(images, tf.float32)
+            tf.debugging.assert_all_finite(
+                images, "SimMIMPreprocessor: `images` hold NaN or infinite pixels."
+            )
+            tf.debugging.assert_less_equal(
+                tf.reduce_max(tf.abs(images - 0.5)),
+                0.5,
+                message="SimMIMPreprocessor: float `images` must lie in [0, 1] "
+                "(uint8 arrays take [0, 255]); divide [0, 255] floats by 255.",
+            )
         else:
             raise TypeError(
                 f"`images` must be uint8 or float pixels; got {images.dtype.name}."
@@ -137,11 +157,18 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
 
     def _decode(self, encoded: tf.Tensor) -> tf.Tensor:
         def decode_one(data):
-            # expand_animations=False: a GIF gives its first frame, shape [H, W, C].
-            image = tf.io.decode_image(data, channels=4, expand_animations=False)
-            image = tf.cast(image, tf.float32) / 255.0
+            # Native channels: JPEG has no alpha and GIF no single channel, so
+            # asking every format for 4 channels fails. JPEG with the exact IDCT,
+            # as Pillow (and so the training data) decodes it; the default fast
+            # one is up to 7/255 off. expand_animations=False: a GIF gives its
+            # first frame, shape [H, W, C].
+            image = tf.cond(
+                tf.io.is_jpeg(data),
+                lambda: tf.io.decode_jpeg(data, dct_method="INTEGER_ACCURATE"),
+                lambda: tf.io.decode_image(data, expand_animations=False),
+            )
+            rgb, alpha = _rgb_and_alpha(tf.image.convert_image_dtype(image, tf.float32))
             # Composite transparency on white, as the emoji data set does.
-            rgb, alpha = image[..., :3], image[..., 3:]
             composited = rgb * alpha + (1.0 - alpha)
             return tf.image.resize(composited, self.image_size, antialias=True)
 
@@ -162,3 +189,17 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
         config = super().get_config()
         config.update(image_size=self.image_size, sequence_length=self.sequence_length)
         return config
+
+
+def _rgb_and_alpha(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """RGB and alpha of `[H, W, C]` pixels: C is 1 (grey), 2 (+alpha), 3 (RGB) or 4."""
+    channels = tf.shape(image)[-1]
+    grey = tf.tile(image[..., :1], [1, 1, 3])
+    rgb = tf.cond(channels >= 3, lambda: image[..., :3], lambda: grey)
+    has_alpha = tf.logical_or(tf.equal(channels, 2), tf.equal(channels, 4))
+    alpha = tf.cond(
+        has_alpha, lambda: image[..., -1:], lambda: tf.ones_like(image[..., :1])
+    )
+    rgb.set_shape([None, None, 3])
+    alpha.set_shape([None, None, 1])
+    return rgb, alpha
