@@ -1,6 +1,8 @@
 """SimMIMPreprocessor: encodings, truncation and clear errors on bad input."""
 
 import io
+import struct
+import zlib
 
 import keras
 import numpy as np
@@ -9,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 import simmim_tf
+from simmim_tf.models.preprocessor import _declared_size
 
 
 def png_bytes(pixels: np.ndarray, mode: str = "RGB") -> bytes:
@@ -202,3 +205,79 @@ def test_a_batch_of_mixed_formats_decodes_each_one(preprocessor):
 def test_pixels_outside_the_contract_are_refused_by_name(preprocessor, images, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         preprocessor({"images": images, "texts": ["a", "b"]})
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A real PNG of `width x height` 1-bit grey zeros: tiny file, huge image."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(height))
+    pixels += compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", pixels)
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(preprocessor):
+    bomb = _png_bomb(20_000, 20_000)  # 400 M pixels; float RGB would be 4.8 GB
+    assert len(bomb) < 200_000
+    with pytest.raises(ValueError, match="refused before decoding"):
+        preprocessor({"images": [bomb], "texts": ["x"]})
+
+
+@pytest.mark.parametrize("file_format", ["PNG", "GIF", "BMP", "JPEG"])
+def test_declared_size_is_read_from_the_header(file_format):
+    data = _encode(Image.new("RGB", (100, 60), "red"), file_format)
+    height, width = _declared_size(tf.constant(data))
+    assert (int(height), int(width)) == (60, 100)
+
+
+def test_unknown_or_short_bytes_declare_no_size():
+    for data in (b"", b"garbage", b"\x89PNG"):
+        assert [int(v) for v in _declared_size(tf.constant(data))] == [0, 0]
+
+
+def test_pixel_limit_is_configurable_and_serialised(tokenizer):
+    small = simmim_tf.SimMIMPreprocessor(
+        tokenizer=tokenizer, image_size=(16, 16), sequence_length=8, max_pixels=50 * 50
+    )
+    large = _encode(Image.new("RGB", (100, 60), "red"), "PNG")
+    fits = _encode(Image.new("RGB", (40, 40), "red"), "PNG")
+    assert small({"images": [fits], "texts": ["x"]})["images"].shape == (1, 16, 16, 3)
+    with pytest.raises(ValueError, match="max_pixels=2500"):
+        small({"images": [fits, large], "texts": ["x", "y"]})
+    assert small.get_config()["max_pixels"] == 2500
+    with pytest.raises(ValueError, match="Pixel limit 0 must be greater than 0"):
+        simmim_tf.SimMIMPreprocessor(tokenizer=tokenizer, max_pixels=0)
+
+
+def test_encoded_images_in_a_tf_data_pipeline_decode_and_bombs_are_refused(
+    preprocessor,
+):
+    # Graph mode (tf.data): decoded pixels may overshoot 1.0 by rounding after
+    # the antialiased resize and must not trip the float-pixel contract.
+    formats = ("PNG", "JPEG", "GIF", "BMP")
+    images = [_encode(Image.new("RGB", (20, 30), "red"), f) for f in formats]
+    batches = (
+        tf.data.Dataset.from_tensor_slices({"images": images, "texts": list("abcd")})
+        .batch(4)
+        .map(preprocessor)
+    )
+    assert next(iter(batches))["images"].shape == (4, 16, 16, 3)
+    bomb = _encode(Image.new("1", (5000, 4000)), "PNG")
+    batches = (
+        tf.data.Dataset.from_tensor_slices({"images": [bomb], "texts": ["a"]})
+        .batch(1)
+        .map(preprocessor)
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="refused before decoding"):
+        next(iter(batches))

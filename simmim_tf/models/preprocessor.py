@@ -14,6 +14,11 @@ IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 
 
+# 4096 x 4096: far above any emoji or photo the model resizes to 64 px, far
+# below a decompression bomb (a 1 MB PNG can declare 20 000 x 20 000).
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+
 @keras.saving.register_keras_serializable(package="simmim_tf")
 class SimMIMPreprocessor(keras_hub.models.Preprocessor):
     """Turn raw images and texts into the inputs of `SimMIMBackbone`.
@@ -32,6 +37,9 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
         tokenizer: `keras_hub.models.BertTokenizer`.
         image_size: tuple of 2 ints. `(height, width)` the model expects.
         sequence_length: int. Padded length of token sequences.
+        max_pixels: int. Largest width x height an encoded image may declare;
+            larger ones (decompression bombs) are refused from their header,
+            before anything is decoded.
 
     Call with `x = {"images": ..., "texts": ...}` (and optional `y`,
     `sample_weight`); returns `{"images", "token_ids", "padding_mask"}`. An
@@ -58,9 +66,12 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
         tokenizer: keras_hub.models.BertTokenizer,
         image_size: tuple[int, int] = (64, 64),
         sequence_length: int = 32,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if max_pixels <= 0:
+            raise ValueError(f"Pixel limit {max_pixels} must be greater than 0.")
         if sequence_length < 3:
             raise ValueError(
                 f"Sequence length {sequence_length} must be >= 3 ([CLS], a token, [SEP])."
@@ -71,6 +82,7 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
         # === Config ===
         self.image_size = tuple(image_size)
         self.sequence_length = sequence_length
+        self.max_pixels = max_pixels
 
     def build(self, input_shape=None):
         super().build(input_shape)
@@ -128,7 +140,10 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
 
     def _images(self, images) -> tf.Tensor:
         images = tf.convert_to_tensor(images)
-        if images.dtype == tf.string:
+        # Decoded bytes are already [0, 1] floats (resizing may overshoot by
+        # rounding); the pixel contract below is for arrays a caller passes.
+        decoded = images.dtype == tf.string
+        if decoded:
             images = self._decode(images)
         if images.shape.rank not in (3, 4) or images.shape[-1] != 3:
             raise ValueError(
@@ -139,15 +154,16 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
             images = tf.cast(images, tf.float32) / 255.0
         elif images.dtype.is_floating:
             images = tf.cast(images, tf.float32)
-            tf.debugging.assert_all_finite(
-                images, "SimMIMPreprocessor: `images` hold NaN or infinite pixels."
-            )
-            tf.debugging.assert_less_equal(
-                tf.reduce_max(tf.abs(images - 0.5)),
-                0.5,
-                message="SimMIMPreprocessor: float `images` must lie in [0, 1] "
-                "(uint8 arrays take [0, 255]); divide [0, 255] floats by 255.",
-            )
+            if not decoded:
+                tf.debugging.assert_all_finite(
+                    images, "SimMIMPreprocessor: `images` hold NaN or infinite pixels."
+                )
+                tf.debugging.assert_less_equal(
+                    tf.reduce_max(tf.abs(images - 0.5)),
+                    0.5,
+                    message="SimMIMPreprocessor: float `images` must lie in [0, 1] "
+                    "(uint8 arrays take [0, 255]); divide [0, 255] floats by 255.",
+                )
         else:
             raise TypeError(
                 f"`images` must be uint8 or float pixels; got {images.dtype.name}."
@@ -157,6 +173,19 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
 
     def _decode(self, encoded: tf.Tensor) -> tf.Tensor:
         def decode_one(data):
+            height, width = _declared_size(data)
+            too_large = tf.debugging.Assert(
+                tf.cast(height, tf.int64) * tf.cast(width, tf.int64) <= self.max_pixels,
+                [
+                    "SimMIMPreprocessor: an image's header declares more than "
+                    f"max_pixels={self.max_pixels} pixels; refused before decoding. "
+                    "Height and width:",
+                    height,
+                    width,
+                ],
+            )
+            with tf.control_dependencies([too_large]):
+                data = tf.identity(data)
             # Native channels: JPEG has no alpha and GIF no single channel, so
             # asking every format for 4 channels fails. JPEG with the exact IDCT,
             # as Pillow (and so the training data) decodes it; the default fast
@@ -187,7 +216,11 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(image_size=self.image_size, sequence_length=self.sequence_length)
+        config.update(
+            image_size=self.image_size,
+            sequence_length=self.sequence_length,
+            max_pixels=self.max_pixels,
+        )
         return config
 
 
@@ -203,3 +236,57 @@ def _rgb_and_alpha(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     rgb.set_shape([None, None, 3])
     alpha.set_shape([None, None, 1])
     return rgb, alpha
+
+
+def _declared_size(data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Height and width an encoded image's header declares (0, 0 if unknown).
+
+    Reads PNG (IHDR), GIF (logical screen), BMP (info header) and JPEG (frame
+    header, via `tf.image.extract_jpeg_shape`) headers only: nothing is decoded.
+    """
+    header = tf.io.decode_raw(
+        tf.strings.substr(
+            tf.strings.join([tf.strings.substr(data, 0, 32), b"\0" * 32]), 0, 32
+        ),
+        tf.uint8,
+    )
+    header = tf.cast(header, tf.int64)
+
+    def big_endian(offset: int) -> tf.Tensor:
+        return tf.reduce_sum(header[offset : offset + 4] * [1 << 24, 1 << 16, 1 << 8, 1])
+
+    def little_endian(offset: int, length: int) -> tf.Tensor:
+        return tf.reduce_sum(
+            header[offset : offset + length] * [1 << (8 * i) for i in range(length)]
+        )
+
+    def signed_32(value: tf.Tensor) -> tf.Tensor:
+        return tf.abs(tf.where(value >= 1 << 31, value - (1 << 32), value))
+
+    prefix = tf.strings.substr(data, 0, 8)
+    png = tf.equal(prefix, b"\x89PNG\r\n\x1a\n")
+    gif = tf.equal(tf.strings.substr(data, 0, 4), b"GIF8")
+    bmp = tf.equal(tf.strings.substr(data, 0, 2), b"BM")
+    zero = tf.constant(0, tf.int64)
+    jpeg_shape = tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64),
+        lambda: tf.stack([zero, zero]),
+    )
+    height = tf.case(
+        [
+            (png, lambda: big_endian(20)),
+            (gif, lambda: little_endian(8, 2)),
+            (bmp, lambda: signed_32(little_endian(22, 4))),
+        ],
+        default=lambda: jpeg_shape[0],
+    )
+    width = tf.case(
+        [
+            (png, lambda: big_endian(16)),
+            (gif, lambda: little_endian(6, 2)),
+            (bmp, lambda: signed_32(little_endian(18, 4))),
+        ],
+        default=lambda: jpeg_shape[1],
+    )
+    return height, width
