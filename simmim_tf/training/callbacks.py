@@ -169,7 +169,10 @@ class ResumableBackupAndRestore(keras.callbacks.BackupAndRestore):
         # epoch, never skip one.)
         with atomic_path(self._weights_path, suffix=".weights.h5") as temp_path:
             self.model.save_weights(temp_path, overwrite=True)
-            with h5py.File(temp_path, "r+") as weights_file:
+            # Our own new temporary, with no other writer: no HDF5 file lock,
+            # which a handle Keras has not yet released can still hold (seen
+            # in CI as "unable to lock file, errno = 11").
+            with h5py.File(temp_path, "r+", locking=False) as weights_file:
                 weights_file.attrs[self.METADATA_ATTRIBUTE] = metadata
         atomic_write_text(self._training_metadata_path, metadata)
 
@@ -185,7 +188,7 @@ class ResumableBackupAndRestore(keras.callbacks.BackupAndRestore):
             # Without weights there is no backup (a metadata file alone would
             # resume a fresh model at a later epoch): train from scratch.
             return
-        with h5py.File(self._weights_path, "r") as weights_file:
+        with h5py.File(self._weights_path, "r", locking=False) as weights_file:
             metadata = weights_file.attrs.get(self.METADATA_ATTRIBUTE)
         if metadata is None and os.path.exists(self._training_metadata_path):
             with open(self._training_metadata_path) as stream:  # stock Keras backup
