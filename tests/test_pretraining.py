@@ -116,14 +116,23 @@ def test_recall_at_k_on_a_hand_computed_example():
 
 
 def _matching_pairs(count: int, width: int, seed: int):
-    """Random unit readouts; half the pairs match (text = image), half do not."""
+    """Readouts whose fused z says nothing about the match; half the pairs match.
+
+    z is drawn first, the same way for both classes; a matching pair has
+    x = y = z / sqrt(2), a mismatched one x = z / sqrt(2) + d, y = z / sqrt(2) - d
+    with a random offset d. Either way z = (x + y) / sqrt(2) as in
+    `SqrtTwoFusion`, so z has one distribution for both classes and no head on
+    z alone, linear or not, beats chance. (With unit readouts and y = x for a
+    match, |z| = sqrt(2) exactly for matches: an MLP on z learns that.)
+    The match shows only in the interaction: x * y = z**2 / 2 - d**2.
+    """
     rng = np.random.default_rng(seed)
-    images = rng.normal(size=(count, width)).astype("float32")
-    images /= np.linalg.norm(images, axis=1, keepdims=True)
-    others = np.roll(images, 1, axis=0)
+    fused = rng.normal(size=(count, width)).astype("float32")
     labels = (np.arange(count) % 2).astype("int32")
-    texts = np.where(labels[:, None] == 1, images, others)
-    fused = (images + texts) / np.sqrt(2.0)
+    offsets = 4.0 * rng.normal(size=(count, width)).astype("float32") / np.sqrt(width)
+    offsets *= (1 - labels)[:, None]  # zero for the matches
+    images = fused / np.sqrt(2.0) + offsets
+    texts = fused / np.sqrt(2.0) - offsets
     return fused, images, texts, labels
 
 
@@ -137,14 +146,22 @@ def test_matching_head_learns_what_a_linear_head_on_z_cannot():
     keras.utils.set_random_seed(0)
     readouts = [keras.Input((8,)) for _ in range(3)]
     head = keras.Model(readouts, MatchingHead(32)(*readouts))
+    # Controls on z alone: a linear head, and the MatchingHead's own layers
+    # without the x * y input.
     linear = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
-    for model in (head, linear):
+    mlp = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(32, "gelu"), keras.layers.Dense(2)]
+    )
+    for model in (head, linear, mlp):
         model.compile(
             keras.optimizers.Adam(1e-2),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
-    head.fit([fused, images, texts], labels, epochs=60, batch_size=64, verbose=0)
-    linear.fit(fused, labels, epochs=60, batch_size=64, verbose=0)
-    # Measured: 1.000 against 0.520 (chance is 0.5).
-    assert accuracy(head, list(test[:3]), test[3]) > 0.97
+    head.fit([fused, images, texts], labels, epochs=20, batch_size=64, verbose=0)
+    for model in (linear, mlp):
+        model.fit(fused, labels, epochs=20, batch_size=64, verbose=0)
+    # Measured over data/init seeds 0-2: the head 0.977-0.992; linear and MLP
+    # on z 0.47-0.53 (chance is 0.5; one binomial sd on 256 pairs is 0.031).
+    assert accuracy(head, list(test[:3]), test[3]) > 0.95
     assert accuracy(linear, test[0], test[3]) < 0.6
+    assert accuracy(mlp, test[0], test[3]) < 0.6

@@ -1,9 +1,18 @@
 """tf.data pipelines from emoji_text examples to model inputs.
 
-decode (TFDS gives uint8 pixels) -> light augmentation (training only) ->
-batch -> `SimMIMPreprocessor` (resize, normalise, tokenise, pack) -> prefetch.
-Every random op is stateless and seeded per example, so a pipeline built with
-the same seed yields the same batches, epoch after epoch.
+Nothing is decoded here: the examples arrive with `image` already a uint8
+`[H, W, 3]` tensor (TFDS decodes it). Training: shuffle -> light augmentation
+-> batch -> `SimMIMPreprocessor` (resize, normalise, tokenise, pack) ->
+prefetch; evaluation skips the shuffle and the augmentation and keeps order.
+
+Randomness (training only): the shuffle is seeded with `seed`, and each
+augmentation op is a stateless op seeded by a per-example seed drawn from
+`tf.data.Dataset.random(seed)`. Both are redrawn every epoch
+(`reshuffle_each_iteration`, `rerandomize_each_iteration`), so consecutive
+epochs differ in order and augmentation; two pipelines built with the same
+`seed` (and the same TensorFlow global seed, `tf.random.set_seed`, which
+`keras.utils.set_random_seed` also sets) yield the same batches, epoch for
+epoch.
 """
 
 from __future__ import annotations
@@ -17,10 +26,12 @@ def augment(image: tf.Tensor, seed: tf.Tensor, max_shift: int = 4) -> tf.Tensor:
     """Label-preserving augmentation of one uint8 `[H, W, 3]` image, in [0, 1].
 
     Vendors draw the same emoji at other scales, positions and colours, so:
-    a random zoom (crop 75-100 % of the side, resized back), a random shift of
-    up to `max_shift` pixels (pad with white, crop back), and jitter of
-    brightness, contrast, saturation and hue. No flips: many emoji are not
-    mirror-symmetric in meaning (arrows, hands).
+    a random zoom (a random square crop whose side is 75 % up to, not
+    including, 100 % of the height, resized back to `[H, W]`), a random shift
+    of up to `max_shift` pixels along each axis (pad with white by `max_shift`,
+    crop `[H, W]` back at a random offset), and jitter of brightness, contrast,
+    saturation and hue. No flips: many emoji are not mirror-symmetric in
+    meaning (arrows, hands).
 
     Args:
         image: uint8 tensor `[H, W, 3]`.
@@ -66,8 +77,9 @@ def make_dataset(
         preprocessor: a `SimMIMPreprocessor`.
         label_key: str or None. Feature used as label; None yields inputs only.
         batch_size: int. Examples per batch.
-        training: bool. Shuffle and augment.
-        seed: int. Seed of the shuffle and of the augmentation.
+        training: bool. Shuffle and augment, both redrawn every epoch.
+        seed: int. Seed of the shuffle and of the augmentation (together with
+            TensorFlow's global seed).
         shuffle_buffer: int. Shuffle buffer size.
         drop_remainder: bool. Drop a last, smaller batch (every batch then has
             one shape, so a training step is traced once, not twice).
