@@ -20,7 +20,11 @@ setup(
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tf-keras>=2.21,<2.22",
-        "keras>=3.10,<4",
+        # ResumableBackupAndRestore overrides BackupAndRestore's private
+        # _save_model/_load_model (Keras has no public hook): tested with 3.15.
+        "keras>=3.15,<3.16",
+        # SimMIMPreprocessor uses keras-hub's preprocessing_function and
+        # _allow_python_workflow (no public equivalent): tested with 0.32.
         "keras-hub>=0.32,<0.33",
         "tensorflow-gnn==1.0.3",
         "tensorflow-datasets>=4.9.8,<5",
@@ -37,6 +41,9 @@ setup(
         # keras-hub reads Hugging Face checkpoints (MiniLM) with its numpy reader.
         "safetensors>=0.4,<1",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
+    extras_require={
+        # grain: keras-hub's shared TestCase (run_backbone_test, ...) imports it.
+        "dev": ["pytest>=8", "ruff>=0.6", "grain>=0.2.18,<0.3"]
+    },
     entry_points={"console_scripts": ["simmim-tf=simmim_tf.cli:main"]},
 )

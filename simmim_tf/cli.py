@@ -118,28 +118,28 @@ def run_job(args: argparse.Namespace) -> None:
     """Run `pretrain`, `finetune` or `evaluate` and print its metrics."""
     import pathlib
 
-    from simmim_tf import workflows
+    from simmim_tf import jobs
+    from simmim_tf.evaluation.evaluate import metric_rows, metrics_path
     from simmim_tf.evaluation.report import print_table
-    from simmim_tf.training import load_config
+    from simmim_tf.training.config import DEFAULT_CONFIG, load_config
 
     if args.command == "evaluate":
         run_dir = pathlib.Path(args.run_dir)
-        config = load_config(
-            run_dir / "config.yaml", args.set, defaults=workflows.DEFAULT_CONFIG
-        )
-        metrics = workflows.evaluate_run(run_dir, config)
+        config = load_config(run_dir / "config.yaml", args.set, defaults=DEFAULT_CONFIG)
+        metrics = jobs.evaluate_run(run_dir, config)
     else:
-        config = load_config(args.config, args.set, defaults=workflows.DEFAULT_CONFIG)
+        config = load_config(args.config, args.set, defaults=DEFAULT_CONFIG)
         if args.command == "pretrain":
-            result = workflows.run_pretrain(config)
+            result = jobs.run_pretrain(config)
             print(f"pre-trained backbone: {result['backbone']}")
             return
-        metrics = workflows.run_finetune(config)["metrics"]
+        metrics = jobs.run_finetune(config)["metrics"]
     data = config["data"]
     print_table(
-        {name: {"value": value} for name, value in metrics.items()},
+        metric_rows(metrics),
         f"{config['run_dir']}: trained on {data['train_vendor']}, tested on "
-        f"{data['test_vendor']} ({workflows.metrics_path(config['run_dir'], config)})",
+        f"{data['test_vendor']} ({metrics_path(config['run_dir'], config)})",
+        name_column="gallery, direction, ranking" if "retrieval" in metrics else "",
     )
 
 

@@ -1,6 +1,6 @@
 """The demo: what is hard about an artist the model has never seen, in three runs.
 
-Every run is a `finetune` job (`simmim_tf.workflows`): the concept split, the
+Every run is a `finetune` job (`simmim_tf.jobs`): the concept split, the
 training loop and the evaluation of `simmim-tf finetune`, with a shorter
 schedule. All train on one artist's drawings (twitter, seen concepts) and are
 tested on another artist's drawings of the same emoji (google):
@@ -23,11 +23,11 @@ import pathlib
 import time
 from collections.abc import Sequence
 
-from simmim_tf import workflows
+from simmim_tf import jobs
 from simmim_tf.atomic import atomic_write_bytes, atomic_write_text
 from simmim_tf.evaluation.plots import plot_training_curves
 from simmim_tf.evaluation.report import print_table
-from simmim_tf.training import load_config
+from simmim_tf.training.config import default_config, load_config
 
 # Each row: (name, what it measures, finetune overrides).
 DEMO_RUNS: tuple[tuple[str, str, dict], ...] = (
@@ -60,7 +60,7 @@ def demo_config(
         overrides: sequence of str. `key.sub=value` overrides, as `--set`.
         **data: `data` section values (e.g. `manual_dir`, `data_dir`).
     """
-    config = workflows.default_config(
+    config = default_config(
         run_dir=str(output_dir), data=data, finetune={"epochs": DEMO_EPOCHS}
     )
     return load_config(None, overrides, defaults=config)
@@ -95,7 +95,7 @@ def run_demo(config: dict) -> dict:
             run[section].update(values)
         run["run_dir"] = str(output_dir / f"run{index}")
         print(f"\n== {name} ({measures}) ==")
-        result = workflows.run_finetune(run)
+        result = jobs.run_finetune(run)
         histories[name] = result["history"]
         rows[name] = {
             "measures": measures,
@@ -127,10 +127,11 @@ def run_demo(config: dict) -> dict:
 
 def _headline(metrics: dict, label: str) -> dict:
     """The columns a person compares: R@1 / R@10 text→image, or accuracy."""
-    if "test t→i dual R@1" in metrics:
+    if "retrieval" in metrics:
+        text_to_image = metrics["retrieval"]["test"]["text_to_image"]
         return {
-            "t→i R@1 dual": metrics["test t→i dual R@1"],
-            "t→i R@1 re-ranked": metrics["test t→i rerank R@1"],
-            "t→i R@10 dual": metrics["test t→i dual R@10"],
+            "t→i R@1 dual": text_to_image["dual"]["R@1"],
+            "t→i R@1 re-ranked": text_to_image["rerank"]["R@1"],
+            "t→i R@10 dual": text_to_image["dual"]["R@10"],
         }
-    return {f"{label} acc": metrics[f"{label} accuracy"]}
+    return {f"{label} acc": metrics["accuracy"][label]}

@@ -3,7 +3,8 @@
 On a machine without an NVIDIA driver, TensorFlow prints "Could not find cuda
 drivers", a CPU-feature note and "failed call to cuInit" at every start, from
 C++ before its log level applies. `import_tensorflow_quietly` runs the import
-and the device scan with the process' stderr sent to a file, then writes back
+(of TensorFlow and keras-hub) and the device scan with the process' stderr
+sent to a file, then writes back
 every line except those known ones, so a real message still reaches the user.
 Where a GPU driver exists nothing is filtered: there these lines matter.
 """
@@ -11,6 +12,7 @@ Where a GPU driver exists nothing is filtered: there these lines matter.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import pathlib
 import re
@@ -24,6 +26,9 @@ NOISE = re.compile(
     r"|To enable the following instructions: .*rebuild TensorFlow"
     r"|cuda_platform\.cc.*failed call to cuInit"
     r"|cuda_executor\.cc.*Could not find cuda"
+    # keras-hub imports Grain where installed (our dev extra); Grain looks for
+    # JAX's profiler, which a TensorFlow install has no use for.
+    r"|Failed to load jax profiler: No module named 'jax'"
 )
 
 
@@ -32,14 +37,19 @@ def has_nvidia_driver() -> bool:
     return pathlib.Path("/proc/driver/nvidia").exists()
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and scan devices, dropping only the `NOISE` lines."""
+def import_tensorflow_quietly(also: tuple[str, ...] = ("keras_hub",)) -> None:
+    """Import TensorFlow (then the modules `also`) and scan devices, quietly.
+
+    Only the `NOISE` lines are dropped; everything else reaches stderr.
+    """
     if has_nvidia_driver() or "tensorflow" in sys.modules:
         return
     with tempfile.TemporaryFile(mode="w+b") as captured:
         with _stderr_to(captured):
             import tensorflow as tf
 
+            for module in also:
+                importlib.import_module(module)
             tf.config.list_physical_devices()
         captured.seek(0)
         kept = [

@@ -131,9 +131,11 @@ def test_images_are_composited_on_white(examples, sample):
             for y, x in ((0, 0), (0, -1), (-1, 0), (-1, -1)):
                 if alpha[y, x] == 0:
                     assert (example["image"][y, x] == 255).all()
-    example = examples["google"][0]
-    png = sample["pngs"]["google"][norm(example["hexcode"].decode())]
-    np.testing.assert_array_equal(example["image"], on_white(png))
+    # Pillow as the reference: it composites in integers, TensorFlow in floats.
+    for example in examples["google"][:20]:
+        png = sample["pngs"]["google"][norm(example["hexcode"].decode())]
+        reference = on_white(png).astype(int)
+        np.testing.assert_allclose(example["image"], reference, atol=1)
 
 
 def test_text_starts_with_the_label(builder, examples):

@@ -55,6 +55,21 @@ def test_training_curves_png(tmp_path):
     assert os.listdir(path.parent) == ["training_curves.png"]
 
 
+def test_failed_png_write_keeps_the_old_png(tmp_path, monkeypatch):
+    path = tmp_path / "training_curves.png"
+    path.write_bytes(b"old")
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        plot_training_curves(HISTORIES, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["training_curves.png"]
+
+
 def test_training_curves_pick_metrics_with_val_twins():
     assert plots._curve_metrics(HISTORIES) == ["loss", "accuracy", "recall_at_1"]
     assert plots._curve_metrics({"a": {"loss": [1.0], "mse": [2.0]}}) == ["loss"]
@@ -153,6 +168,11 @@ def test_format_table_numbers():
     assert format_table(rows).splitlines()[-1] == (
         "| 12.0 | 1.50 | 25.0 % |   7 | True | 1.23e-05 |"
     )
+    # "R@k" anywhere in the name is a recall; "R@" alone is not.
+    rows = [{"full R@10": 0.5, "t→i R@1 dual": 0.25, "R@": 0.5, "Recall": 0.5}]
+    assert format_table(rows).splitlines()[-1] == (
+        "|    50.0 % |       25.0 % | 0.500 |  0.500 |"
+    )
     with pytest.raises(ValueError, match="at least one row"):
         format_table([])
     assert format_table([], columns=["a"]) == "| a   |\n| --- |"
@@ -160,17 +180,33 @@ def test_format_table_numbers():
 
 def test_print_table(capsys):
     rows = {
-        "SimMIM": {"accuracy": 0.5, "parameters": 1234},
-        "Baseline": {"accuracy": 0.25},
+        "SimMIM": {"accuracy": 0.5, "parameters": 1234, "t→i R@1 dual": 0.125},
+        "Baseline": {"accuracy": 0.25, "loss": 1.23456},
     }
+    print_table(rows, title="subgroup")
+    # The same table, cells and number rules as the markdown reports.
+    assert capsys.readouterr().out == (
+        "\nsubgroup\n" + format_table([{"model": k, **v} for k, v in rows.items()]) + "\n"
+    )
     print_table(rows, title="subgroup")
     assert capsys.readouterr().out == (
         "\nsubgroup\n"
-        "model                 accuracy          parameters\n"
-        "--------------------------------------------------\n"
-        "SimMIM                   0.500               1,234\n"
-        "Baseline                 0.250                   –\n"
+        "| model    | accuracy | parameters | t→i R@1 dual | loss |\n"
+        "| -------- | -------: | ---------: | -----------: | ---: |\n"
+        "| SimMIM   |   50.0 % |      1,234 |       12.5 % |    – |\n"
+        "| Baseline |   25.0 % |          – |            – | 1.23 |\n"
     )
+
+
+def test_print_table_name_column_and_empty(capsys):
+    print_table({"loss": {"value": 0.5}}, title="run", name_column="metric")
+    assert capsys.readouterr().out == (
+        "\nrun\n| metric | value |\n| ------ | ----: |\n| loss   | 0.500 |\n"
+    )
+    print_table({}, title="run")
+    assert capsys.readouterr().out == "\nrun\n(no rows)\n"
+    with pytest.raises(ValueError, match="metric named 'model'"):
+        print_table({"a": {"model": "x"}}, title="run")
 
 
 def test_write_results_markdown(tmp_path, monkeypatch):

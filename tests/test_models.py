@@ -16,13 +16,32 @@ def run(backbone, inputs):
     }
 
 
-def test_output_shapes(backbone, preprocessor, raw_batch):
-    outputs = run(backbone, preprocessor(raw_batch))
-    assert outputs["image_node_states"].shape == (4, 16, 16)  # 4x4 cells
-    assert outputs["text_node_states"].shape == (4, 12, 16)
-    for key in ("image_embedding", "text_embedding", "fused_embedding"):
-        assert outputs[key].shape == (4, 16)
-        assert np.isfinite(outputs[key]).all()
+def test_towers_compute_their_documented_values(backbone, preprocessor, raw_batch):
+    """Each tower output, recomputed in numpy from the encoders and weights."""
+    inputs = preprocessor(raw_batch)
+    out = run(backbone, inputs)
+    feature_map = keras.ops.convert_to_numpy(backbone.image_encoder(inputs["images"]))
+    kernel, bias = (w.numpy() for w in backbone.image_projection.weights)
+    positions = backbone.image_position_embedding.weights[0].numpy()
+    cells = feature_map.reshape(4, 16, -1) @ kernel + bias + positions
+    np.testing.assert_allclose(out["image_cell_states"], cells, atol=1e-4)
+    np.testing.assert_allclose(out["image_unimodal_embedding"], cells.mean(1), atol=1e-4)
+
+    token_states = backbone.text_encoder(
+        {
+            "token_ids": inputs["token_ids"],
+            "segment_ids": tf.zeros_like(inputs["token_ids"]),
+            "padding_mask": inputs["padding_mask"],
+        }
+    )["sequence_output"]
+    kernel, bias = (w.numpy() for w in backbone.text_projection.weights)
+    tokens = keras.ops.convert_to_numpy(token_states) @ kernel + bias
+    mask = keras.ops.convert_to_numpy(inputs["padding_mask"]).astype(bool)
+    np.testing.assert_allclose(out["text_token_states"], tokens, atol=1e-4)
+    mean = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    np.testing.assert_allclose(out["text_unimodal_embedding"], mean, atol=1e-4)
+    assert out["image_node_states"].shape == (4, 16, 16)  # 4x4 cells
+    assert out["text_node_states"].shape == (4, 12, 16)
 
 
 def test_fused_embedding_is_sqrt_two_fusion_of_readouts(
@@ -30,7 +49,7 @@ def test_fused_embedding_is_sqrt_two_fusion_of_readouts(
 ):
     out = run(backbone, preprocessor(raw_batch))
     expected = (
-        out["image_embedding"].astype(np.float64) + out["text_embedding"]
+        out["image_graph_embedding"].astype(np.float64) + out["text_graph_embedding"]
     ) / np.sqrt(2)
     np.testing.assert_allclose(out["fused_embedding"], expected, rtol=1e-6, atol=1e-7)
 
@@ -42,9 +61,9 @@ def test_readouts_are_means_of_real_node_states(backbone, preprocessor, raw_batc
     text_mean = (out["text_node_states"] * mask[..., None]).sum(1) / mask.sum(
         1, keepdims=True
     )
-    np.testing.assert_allclose(out["text_embedding"], text_mean, atol=1e-5)
+    np.testing.assert_allclose(out["text_graph_embedding"], text_mean, atol=1e-5)
     np.testing.assert_allclose(
-        out["image_embedding"], out["image_node_states"].mean(1), atol=1e-5
+        out["image_graph_embedding"], out["image_node_states"].mean(1), atol=1e-5
     )
     assert (out["text_node_states"][~mask] == 0).all()
 
@@ -62,8 +81,8 @@ def test_padding_tokens_change_nothing(backbone, tokenizer, raw_batch):
     b["token_ids"] = tf.where(mask, b["token_ids"], 1234)
     out_a, out_b = run(backbone, a), run(backbone, b)
     for key in (
-        "image_embedding",
-        "text_embedding",
+        "image_graph_embedding",
+        "text_graph_embedding",
         "fused_embedding",
         "image_node_states",
     ):
@@ -81,8 +100,8 @@ def test_messages_cross_modalities_only_with_rounds(
     other = dict(
         raw_batch, texts=np.array(["dog", "blue car driving fast", "moon", "ok"])
     )
-    image_a = run(backbone, preprocessor(raw_batch))["image_embedding"]
-    image_b = run(backbone, preprocessor(other))["image_embedding"]
+    image_a = run(backbone, preprocessor(raw_batch))["image_graph_embedding"]
+    image_b = run(backbone, preprocessor(other))["image_graph_embedding"]
     assert (np.abs(image_a - image_b).max() > 1e-4) == crosses
 
 
@@ -165,9 +184,18 @@ def test_classifier_validates_num_classes(backbone):
 
 
 def test_graph_model_runs_in_a_tf_function(backbone, preprocessor, raw_batch):
-    # Dynamic batch and sequence sizes through one traced function.
+    # Dynamic batch and sequence sizes through one traced function, with the
+    # eager values: each example's result depends on that example alone.
     inputs = preprocessor(raw_batch)
     fn = tf.function(lambda x: backbone(x)["fused_embedding"], reduce_retracing=True)
-    assert fn(inputs).shape == (4, 16)
+    eager = run(backbone, inputs)["fused_embedding"]
+    np.testing.assert_allclose(fn(inputs), eager, atol=1e-5)
     smaller = {k: v[:2] for k, v in inputs.items()}
-    assert fn(smaller).shape == (2, 16)
+    np.testing.assert_allclose(fn(smaller), eager[:2], atol=1e-5)
+    shorter = {
+        "images": inputs["images"],
+        "token_ids": inputs["token_ids"][:, :8],
+        "padding_mask": inputs["padding_mask"][:, :8],
+    }
+    assert not keras.ops.convert_to_numpy(inputs["padding_mask"])[:, 8:].any()
+    np.testing.assert_allclose(fn(shorter), eager, atol=1e-5)

@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 import simmim_tf
-from simmim_tf.models.preprocessor import _declared_size
+from simmim_tf.image_decoding import declared_size
 
 
 def png_bytes(pixels: np.ndarray, mode: str = "RGB") -> bytes:
@@ -237,13 +237,13 @@ def test_a_decompression_bomb_is_refused_from_its_header(preprocessor):
 @pytest.mark.parametrize("file_format", ["PNG", "GIF", "BMP", "JPEG"])
 def test_declared_size_is_read_from_the_header(file_format):
     data = _encode(Image.new("RGB", (100, 60), "red"), file_format)
-    height, width = _declared_size(tf.constant(data))
+    height, width = declared_size(tf.constant(data))
     assert (int(height), int(width)) == (60, 100)
 
 
 def test_unknown_or_short_bytes_declare_no_size():
     for data in (b"", b"garbage", b"\x89PNG"):
-        assert [int(v) for v in _declared_size(tf.constant(data))] == [0, 0]
+        assert [int(v) for v in declared_size(tf.constant(data))] == [0, 0]
 
 
 def test_pixel_limit_is_configurable_and_serialised(tokenizer):

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 import simmim_tf
-from simmim_tf.evaluation.retrieval import recall_at_k
-from simmim_tf.models.pretrainer import SimMIMPretrainer, SimMIMPretrainerPreprocessor
+from simmim_tf.models.pretrainer import SimMIMPretrainer
+from simmim_tf.models.pretrainer_preprocessor import SimMIMPretrainerPreprocessor
 from simmim_tf.models.retriever import RERANK_OFFSET, SimMIMRetriever
 from simmim_tf.pretraining.contrastive import sample_hard_negatives
 from tests.conftest import tiny_backbone
@@ -65,12 +65,43 @@ def test_each_loss_switches_off(pretraining_preprocessor, pairs):
     everything = SimMIMPretrainer(tiny_backbone())(x)
     assert set(everything) == {"mim", "mlm", "itc", "itm"}
     assert all(np.isfinite(float(v)) for v in everything.values())
-    only_mim = SimMIMPretrainer(tiny_backbone(), mlm_weight=0, itc_weight=0, itm_weight=0)
-    assert set(only_mim(x)) == {"mim"}
     with pytest.raises(ValueError, match="at least one > 0"):
         SimMIMPretrainer(
             tiny_backbone(), mim_weight=0, mlm_weight=0, itc_weight=0, itm_weight=0
         )
+
+
+def test_mim_loss_is_l1_over_the_masked_pixels_only(pretraining_preprocessor, pairs):
+    x = pretraining_preprocessor(pairs)
+    only_mim = SimMIMPretrainer(tiny_backbone(), mlm_weight=0, itc_weight=0, itm_weight=0)
+    losses = only_mim(x)
+    assert set(losses) == {"mim"}
+    # Recomputed: mask token in, image tower, pixel head, mean |error| on masked pixels.
+    masked = only_mim.mask_token(x["images"], x["mim_mask"])
+    feature_map = only_mim.backbone.image_tower(masked)["image_feature_map"]
+    error = np.abs(only_mim.pixel_head(feature_map).numpy() - x["images"].numpy())
+    mask = x["mim_mask"].numpy().astype(bool)
+    assert mask.any() and (~mask).any()
+    np.testing.assert_allclose(float(losses["mim"]), error[mask].mean(), rtol=1e-5)
+
+
+def test_itc_loss_is_infonce_of_the_unimodal_embeddings(pretraining_preprocessor, pairs):
+    x = pretraining_preprocessor(pairs)
+    only_itc = SimMIMPretrainer(tiny_backbone(), mim_weight=0, mlm_weight=0, itm_weight=0)
+    outputs = only_itc.backbone(
+        {key: x[key] for key in ("images", "token_ids", "padding_mask")}
+    )
+    image = tf.math.l2_normalize(outputs["image_unimodal_embedding"], -1).numpy()
+    text = tf.math.l2_normalize(outputs["text_unimodal_embedding"], -1).numpy()
+    logits = image.astype(np.float64) @ text.T / 0.07
+
+    def cross_entropy(rows):
+        rows = rows - rows.max(1, keepdims=True)
+        log_softmax = rows - np.log(np.exp(rows).sum(1, keepdims=True))
+        return -np.mean(np.diag(log_softmax))
+
+    expected = 0.5 * (cross_entropy(logits) + cross_entropy(logits.T))
+    assert float(only_itc(x)["itc"]) == pytest.approx(expected, rel=1e-4)
 
 
 def test_itc_starts_at_temperature_0_07(pretraining_preprocessor, pairs):
@@ -113,11 +144,14 @@ def test_retriever_reranks_only_the_top_k(preprocessor, pairs):
     encoded = retriever.encode(
         tf.data.Dataset.from_tensor_slices(pairs).batch(5).map(preprocessor)
     )
-    assert encoded["text_states"].shape == (12, 12, 16)
+    assert encoded["text_token_states"].shape == (12, 12, 16)
+    # The dual scores: cosines of the backbone's unimodal embeddings.
+    outputs = retriever.backbone(preprocessor(pairs))
+    images = tf.math.l2_normalize(outputs["image_unimodal_embedding"], -1).numpy()
+    texts = tf.math.l2_normalize(outputs["text_unimodal_embedding"], -1).numpy()
     dual = retriever.similarity(encoded)
-    np.testing.assert_allclose(
-        dual, encoded["text_embedding"] @ encoded["image_embedding"].T, atol=1e-6
-    )
+    np.testing.assert_allclose(dual, texts @ images.T, atol=1e-5)
+
     reranked = retriever.similarity(encoded, rerank_k=3)
     top3 = np.argsort(-dual, axis=1)[:, :3]
     lifted = reranked >= RERANK_OFFSET / 2
@@ -125,44 +159,69 @@ def test_retriever_reranks_only_the_top_k(preprocessor, pairs):
     np.testing.assert_array_equal(
         np.sort(np.nonzero(lifted)[1].reshape(12, 3)), np.sort(top3)
     )
-    # The lifted scores: ITC logit + ITM log-odds of (query text, candidate image).
-    itm = retriever.matching_scores_for(
-        encoded, top3.ravel(), np.repeat(np.arange(12), 3)
+    # The lifted scores, computed another way: the whole backbone on the raw
+    # (query text, candidate image) pairs, then the ITM head on its readouts.
+    candidates = top3.ravel()
+    queries = np.repeat(np.arange(12), 3)
+    pair_outputs = retriever.backbone(
+        preprocessor(
+            {"images": pairs["images"][candidates], "texts": pairs["texts"][queries]}
+        )
     )
+    logits = retriever.objectives.itm_head(
+        pair_outputs["fused_embedding"],
+        pair_outputs["image_graph_embedding"],
+        pair_outputs["text_graph_embedding"],
+    ).numpy()
+    itm = (logits[:, 1] - logits[:, 0]).reshape(12, 3)
+    expected = np.take_along_axis(texts @ images.T, top3, 1) / 0.07 + itm
     np.testing.assert_allclose(
-        np.take_along_axis(reranked, top3, 1) - RERANK_OFFSET,
-        np.take_along_axis(dual, top3, 1) / 0.07 + itm.reshape(12, 3),
-        atol=1e-3,
+        np.take_along_axis(reranked, top3, 1) - RERANK_OFFSET, expected, atol=1e-3
     )
     # Outside the top k, the dual order is kept.
     np.testing.assert_array_equal(reranked[~lifted], dual[~lifted])
-    assert set(recall_at_k(reranked, np.arange(12))) == {"R@1", "R@5", "R@10"}
 
 
-@pytest.mark.parametrize(
-    "modalities, inputs",
-    [
-        (("image", "text"), {"images", "token_ids", "padding_mask"}),
-        (("image",), {"images"}),
-        (("text",), {"token_ids", "padding_mask"}),
-    ],
-)
-def test_classifier_modalities(modalities, inputs, backbone, preprocessor, pairs):
-    classifier = simmim_tf.SimMIMClassifier(
-        backbone=backbone, num_classes=3, modalities=modalities
-    )
-    assert set(classifier.input) == inputs
-    x = {k: v for k, v in preprocessor(pairs).items() if k in inputs}
-    assert classifier(x).shape == (12, 3)
-
-
-def test_absent_text_leaves_the_image_alone(backbone, preprocessor, pairs):
+def test_classifier_modalities_read_only_their_inputs(backbone, preprocessor, pairs):
     x = preprocessor(pairs)
-    _, image_states = backbone.encode_images(x["images"])
-    out = backbone.fuse(image_states, tf.zeros([12, 0, 16]), tf.zeros([12, 0], tf.int32))
-    assert float(tf.reduce_max(tf.abs(out["text_embedding"]))) == 0.0
+    # Image only: the graph of the full backbone with every token masked out.
+    no_text = dict(x, padding_mask=tf.zeros_like(x["padding_mask"]))
+    image_only = simmim_tf.SimMIMClassifier(
+        backbone=backbone, num_classes=3, modalities=("image",)
+    )
+    assert set(image_only.input) == {"images"}
+    fused = backbone(no_text)["fused_embedding"]
     np.testing.assert_allclose(
-        out["fused_embedding"], out["image_embedding"] / np.sqrt(2.0), atol=1e-6
+        image_only({"images": x["images"]}),
+        image_only.output_dense(fused),
+        atol=1e-5,
+    )
+    # Text only, without graph rounds: z = (mean real-token state) / sqrt(2).
+    flat = tiny_backbone(num_rounds=0)
+    text_only = simmim_tf.SimMIMClassifier(
+        backbone=flat, num_classes=3, modalities=("text",)
+    )
+    assert set(text_only.input) == {"token_ids", "padding_mask"}
+    text = {k: x[k] for k in ("token_ids", "padding_mask")}
+    unimodal = flat.text_tower(text)["text_unimodal_embedding"]
+    np.testing.assert_allclose(
+        text_only(text), text_only.output_dense(unimodal / np.sqrt(2.0)), atol=1e-5
+    )
+    both = simmim_tf.SimMIMClassifier(backbone=backbone, num_classes=3)
+    assert set(both.input) == {"images", "token_ids", "padding_mask"}
+    np.testing.assert_allclose(
+        both(x), both.output_dense(backbone(x)["fused_embedding"]), atol=1e-5
+    )
+
+
+def test_absent_text_is_an_empty_node_set(backbone, preprocessor, pairs):
+    x = preprocessor(pairs)
+    cells = backbone.image_tower(x["images"])["image_cell_states"]
+    out = backbone.graph_fusion_for(("image",))({"image_cell_states": cells})
+    assert out["text_node_states"].shape == (12, 0, 16)
+    assert float(tf.reduce_max(tf.abs(out["text_graph_embedding"]))) == 0.0
+    np.testing.assert_allclose(
+        out["fused_embedding"], out["image_graph_embedding"] / np.sqrt(2.0), atol=1e-6
     )
     with pytest.raises(ValueError, match="non-empty subset"):
         simmim_tf.SimMIMClassifier(
@@ -208,6 +267,14 @@ def test_pretrainer_builds_every_weight_before_the_first_batch(
 def test_a_switched_off_loss_leaves_its_head_without_weights():
     retriever = SimMIMRetriever(tiny_backbone())
     retriever.build()
-    heads = {w.path.split("/")[1] for w in retriever.trainable_weights}
-    assert "itm_head" in heads
-    assert not heads & {"mim_mask_token", "mim_head", "mlm_head"}
+    objectives = retriever.objectives
+    assert objectives.itm_head.weights
+    for head in (objectives.mask_token, objectives.pixel_head, objectives.mlm_head):
+        assert not head.weights
+    expected = [
+        *retriever.backbone.trainable_weights,
+        *objectives.contrastive.trainable_weights,
+        *objectives.itm_head.trainable_weights,
+    ]
+    assert {id(w) for w in retriever.trainable_weights} == {id(w) for w in expected}
+    assert len(retriever.trainable_weights) == len(expected)

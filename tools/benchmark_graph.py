@@ -5,27 +5,27 @@
 Both convs run on the same GraphTensor (the demo's sizes: 4x4 image cells, 24
 tokens, width 128, 4 heads) inside `tf.function`, forward only, interleaved in
 one process so that their ratio is fair on a noisy machine. Prints a table and
-writes JSON.
+writes JSON (atomically).
 """
 
 import argparse
 import json
-import os
-import pathlib
 import statistics
 import time
 
-# tensorflow_gnn refuses to load without it (see simmim_tf/__init__.py).
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# Before tensorflow_gnn: sets TF_USE_LEGACY_KERAS=1, which it needs.
+import simmim_tf  # noqa: F401
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_gnn as tfgnn  # noqa: E402
-from tensorflow_gnn.models import gat_v2  # noqa: E402
+# isort: split
+import numpy as np
+import tensorflow as tf
+import tensorflow_gnn as tfgnn
+from tensorflow_gnn.models import gat_v2
 
-from simmim_tf.graph.build import build_multimodal_graph  # noqa: E402
-from simmim_tf.graph.encoder import MultimodalGraphEncoder  # noqa: E402
-from simmim_tf.graph.layers import GraphAttentionConv  # noqa: E402
+from simmim_tf.atomic import atomic_write_text
+from simmim_tf.graph.build import build_multimodal_graph
+from simmim_tf.graph.encoder import MultimodalGraphEncoder
+from simmim_tf.graph.layers import GraphAttentionConv
 
 UNITS, HEADS, GRID, SEQ_LEN = 128, 4, (4, 4), 24
 
@@ -92,10 +92,10 @@ def main() -> None:
     for name, ms in rows.items():
         print(f"{name:45}{ms:12.2f}{batch / ms * 1000:14.0f}")
     print(f"ours / tfgnn GATv2Conv time ratio: {ratio:.2f}")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps({"batch_size": batch, "median_ms": rows, "ratio": ratio}, indent=2)
+    # Atomic (a temporary sibling, then os.replace); creates missing folders.
+    atomic_write_text(
+        args.out,
+        json.dumps({"batch_size": batch, "median_ms": rows, "ratio": ratio}, indent=2),
     )
 
 

@@ -23,9 +23,17 @@ import time
 
 import numpy as np
 
-from simmim_tf import workflows
+from simmim_tf import jobs
+from simmim_tf.atomic import atomic_write_bytes
+from simmim_tf.evaluation.evaluate import (
+    GALLERIES,
+    RANKINGS,
+    metrics_path,
+    read_metrics,
+)
 from simmim_tf.evaluation.plots import plot_training_curves
 from simmim_tf.evaluation.report import write_results_markdown
+from simmim_tf.training.config import DEFAULT_CONFIG, default_config
 
 PRETRAIN_VARIANTS = {
     "MIM only": dict(mim_weight=1.0, mlm_weight=0.0, itc_weight=0.0, itm_weight=0.0),
@@ -40,7 +48,12 @@ def main() -> None:
     parser.add_argument("--data-dir", help="TFDS data folder")
     parser.add_argument("--runs-dir", default="runs/report")
     parser.add_argument("--out", default="docs/results.md")
-    defaults = workflows.DEFAULT_CONFIG
+    parser.add_argument(
+        "--notes",
+        default="docs/results_notes.md",
+        help="hand-written markdown merged under the report's Notes heading",
+    )
+    defaults = DEFAULT_CONFIG
     parser.add_argument(
         "--pretrain-epochs", type=int, default=defaults["pretrain"]["epochs"]
     )
@@ -62,7 +75,7 @@ def main() -> None:
 
     start = time.perf_counter()
     runs = pathlib.Path(args.runs_dir)
-    base = workflows.default_config(
+    base = default_config(
         data=dict(
             manual_dir=args.manual_dir,
             data_dir=args.data_dir,
@@ -82,17 +95,17 @@ def main() -> None:
 
     def finetune(name, seed=0, **sections):
         cfg = config(name, seed, **sections)
-        metrics_file = workflows.metrics_path(cfg["run_dir"], cfg)
+        metrics_file = metrics_path(cfg["run_dir"], cfg)
         if not metrics_file.is_file():
-            workflows.run_finetune(cfg)
+            jobs.run_finetune(cfg)
         histories[name] = json.loads((metrics_file.parent / "history.json").read_text())
-        return json.loads(metrics_file.read_text())["metrics"]
+        return read_metrics(cfg["run_dir"], cfg)
 
     def pretrain(name, weights):
         cfg = config(f"pretrain-{name}", pretrain=weights)
         backbone = pathlib.Path(cfg["run_dir"]) / "backbone"
         if not backbone.is_dir():
-            workflows.run_pretrain(cfg)
+            jobs.run_pretrain(cfg)
         history = backbone.parent / "history.json"
         histories[f"pretrain {name}"] = json.loads(history.read_text())
         return str(backbone)
@@ -147,7 +160,7 @@ def main() -> None:
         grid = runs / f"retrieve-all-losses-seed0/retrieval_{variant}_google.png"
         if grid.is_file():
             target = pathlib.Path(args.out).parent / f"results_retrieval_{variant}.png"
-            target.write_bytes(grid.read_bytes())
+            atomic_write_bytes(target, grid.read_bytes())
             figures.append(
                 (f"text queries and their top-5 google images ({variant})", str(target))
             )
@@ -159,23 +172,41 @@ def main() -> None:
         args.out,
         title="simmim_tf results: train on twitter artwork, test on google artwork",
         sections=[
-            ("Text → image retrieval", retrieval_rows(retrieval, "t→i"), RETRIEVAL_NOTE),
-            ("Image → text retrieval", retrieval_rows(retrieval, "i→t"), RETRIEVAL_NOTE),
-            ("Classification (test vendor)", classification_rows(classification), ""),
+            (
+                "Text → image retrieval",
+                retrieval_rows(retrieval, "text_to_image"),
+                RETRIEVAL_NOTE,
+            ),
+            (
+                "Image → text retrieval",
+                retrieval_rows(retrieval, "image_to_text"),
+                RETRIEVAL_NOTE,
+            ),
+            (
+                "Classification (test vendor)",
+                classification_rows(classification),
+                FROM_SCRATCH,
+            ),
         ],
         command=command,
         wall_seconds=time.perf_counter() - start,
+        notes=pathlib.Path(args.notes).read_text() if args.notes else "",
         images=figures,
     )
     print(f"wrote {args.out}")
 
 
+FROM_SCRATCH = (
+    '"From scratch": the ResNet image tower, the projections and the graph start '
+    "from random weights; the text tower is always the pretrained MiniLM-L6, "
+    "frozen."
+)
 RETRIEVAL_NOTE = (
     "R@k over the whole test gallery (every emoji drawn by the test vendor; "
     "queries are the CLDR texts) and over the held-out concepts only (never "
     "seen in training). `dual`: unimodal embeddings; `rerank`: top-16 re-scored "
     "by ITC logit + the graph's ITM log-odds. With several seeds: mean ± half the "
-    "range."
+    "range. " + FROM_SCRATCH
 )
 
 
@@ -189,12 +220,13 @@ def _mean_spread(values: list[float]) -> str:
 def retrieval_rows(results: dict[str, list[dict]], direction: str) -> list[dict]:
     rows = []
     for name, runs in results.items():
-        for variant in ("dual", "rerank"):
-            row = {"model": f"{name}, {variant}"}
-            for gallery, short in (("test", "full"), ("test_held_out", "held-out")):
+        for ranking in RANKINGS:
+            row = {"model": f"{name}, {ranking}"}
+            for gallery, short in zip(GALLERIES, ("full", "held-out"), strict=True):
                 for k in ("R@1", "R@5", "R@10"):
-                    key = f"{gallery} {direction} {variant} {k}"
-                    row[f"{short} {k}"] = _mean_spread([run[key] for run in runs])
+                    row[f"{short} {k}"] = _mean_spread(
+                        [run["retrieval"][gallery][direction][ranking][k] for run in runs]
+                    )
             rows.append(row)
     return rows
 
@@ -203,8 +235,10 @@ def classification_rows(results: dict[str, list[dict]]) -> list[dict]:
     return [
         {
             "model": name,
-            "subgroup acc": _mean_spread([r["subgroup accuracy"] for r in runs]),
-            "group acc": _mean_spread([r["group accuracy"] for r in runs]),
+            **{
+                f"{label} acc": _mean_spread([r["accuracy"][label] for r in runs])
+                for label in ("subgroup", "group")
+            },
         }
         for name, runs in results.items()
     ]

@@ -12,8 +12,9 @@ tarballs with the same names and layout but only a subset of the emoji:
 * `en/data.json` filtered to the chosen emoji, `en/messages.json` whole,
   `emoji.json` filtered, `package.json` and `LICENSE` kept.
 
-It also writes `simmim_tf/data/emoji_labels.json` (group keys, subgroup keys and
-one class per emoji, skin-tone variants included) from the FULL emojibase data:
+It also writes `simmim_tf/data/emoji_labels.json` (group keys, subgroup keys, the
+group of each subgroup and one class per emoji, skin-tone variants included)
+from the FULL emojibase data:
 `EmojiText._info()` reads it, so that the class names are known without the
 manual dir. The output is byte-for-byte reproducible (fixed mtimes and order).
 
@@ -37,13 +38,26 @@ import shutil
 import tarfile
 import textwrap
 
-DATASOURCE_VERSION = "16.0.0"
-EMOJIBASE_VERSION = "17.0.0"
-SAMPLE_VENDORS = ("twitter", "google")
-COMPONENT_GROUP = "component"
+# The dataset's own versions, names and parsing: one copy, in the package.
+from simmim_tf.atomic import atomic_write_text
+from simmim_tf.data.emoji_text import (
+    COMPONENT_GROUP,
+    DATASOURCE_VERSION,
+    DEFAULT_VENDORS,
+    EMOJIBASE_VERSION,
+    LABELS_PATH,
+    datasource_tarball_name,
+    emojibase_tarball_name,
+    is_dataset_emoji,
+    normalize_hexcode,
+    read_tar_members,
+    vendor_image_members,
+    vendor_image_prefix,
+)
+
+# The sample must hold the default config's vendors: it is the default data.
+SAMPLE_VENDORS = DEFAULT_VENDORS
 MAX_SAMPLE_BYTES = 5 * 1024 * 1024
-REPO = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_LABELS = REPO / "simmim_tf" / "data" / "emoji_labels.json"
 
 LICENSES_MD = """\
 # Licenses of the emoji sample
@@ -72,21 +86,6 @@ is neither shipped nor fetched by default.
 
 {contents}
 """
-
-
-def normalize_hexcode(hexcode: str) -> str:
-    """Upper-cases `hexcode` and drops the FE0F variation selectors."""
-    return "-".join(p for p in hexcode.upper().split("-") if p != "FE0F")
-
-
-def read_members(path: pathlib.Path, keep) -> dict[str, bytes]:
-    """Reads the members of tarball `path` whose names pass `keep`, in one pass."""
-    out = {}
-    with tarfile.open(path, "r:gz") as tar:
-        for member in tar:
-            if member.isfile() and keep(member.name):
-                out[member.name] = tar.extractfile(member).read()
-    return out
 
 
 def write_tarball(path: pathlib.Path, files: dict[str, bytes]) -> None:
@@ -139,6 +138,30 @@ def subgroup_keys(messages: dict, data: list[dict], datasource: list[dict]) -> l
     return keys
 
 
+def subgroup_groups(data: list[dict], num_subgroups: int) -> list[int]:
+    """The group number of each subgroup, read from the emoji of `data`.
+
+    Every subgroup must have an emoji in `data` (the full emojibase data does;
+    the sample's `en/data.json` lacks the `component` group).
+    """
+    group_of: dict[int, int] = {}
+    for entry in data:
+        if "group" in entry and "subgroup" in entry:
+            group = group_of.setdefault(entry["subgroup"], entry["group"])
+            if group != entry["group"]:
+                raise ValueError(
+                    f"Subgroup {entry['subgroup']} is in groups {group} and "
+                    f"{entry['group']}."
+                )
+    missing = [i for i in range(num_subgroups) if i not in group_of]
+    if missing:
+        raise ValueError(
+            f"en/data.json has no emoji in subgroups {missing}, so their groups are "
+            "unknown: pass the full emojibase-data tarball as --source."
+        )
+    return [group_of[i] for i in range(num_subgroups)]
+
+
 def label_classes(data: list[dict], component: int) -> list[tuple[str, str]]:
     """(normalized hexcode, unique label) per emoji in emojibase order.
 
@@ -147,9 +170,7 @@ def label_classes(data: list[dict], component: int) -> list[tuple[str, str]]:
     """
     entries = []
     for entry in data:
-        if "group" not in entry or "subgroup" not in entry:
-            continue
-        if entry["group"] == component:
+        if not is_dataset_emoji(entry, component):
             continue
         entries.append(entry)
         entries.extend(entry.get("skins", []))
@@ -165,7 +186,7 @@ def label_classes(data: list[dict], component: int) -> list[tuple[str, str]]:
     return classes
 
 
-def write_labels(path, groups, subgroups, classes) -> None:
+def write_labels(path, groups, subgroups, groups_of_subgroups, classes) -> None:
     """Writes emoji_labels.json, one class per line so that diffs stay readable."""
     lines = [
         "{",
@@ -173,12 +194,13 @@ def write_labels(path, groups, subgroups, classes) -> None:
         '  "generated_by": "tools/make_sample.py",',
         f'  "groups": {json.dumps(groups)},',
         f'  "subgroups": {json.dumps(subgroups)},',
+        f'  "subgroup_groups": {json.dumps(groups_of_subgroups)},',
         '  "classes": [',
     ]
     rows = [f"    {json.dumps([h, label], ensure_ascii=False)}" for h, label in classes]
     lines.append(",\n".join(rows))
     lines += ["  ]", "}"]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def evenly_spaced(items: list, k: int) -> list:
@@ -194,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=pathlib.Path, required=True)
     parser.add_argument("--out", type=pathlib.Path, required=True)
-    parser.add_argument("--labels", type=pathlib.Path, default=DEFAULT_LABELS)
+    parser.add_argument("--labels", type=pathlib.Path, default=LABELS_PATH)
     parser.add_argument("--per-subgroup", type=int, default=4)
     parser.add_argument(
         "--max-bytes-with-skins",
@@ -204,9 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    emojibase_name = f"emojibase-data-{EMOJIBASE_VERSION}.tgz"
-    emojibase = read_members(
-        args.source / emojibase_name,
+    emojibase = read_tar_members(
+        args.source / emojibase_tarball_name(),
         lambda n: (
             n.split("/", 1)[1]
             in ("LICENSE", "package.json", "en/data.json", "en/messages.json")
@@ -217,10 +238,9 @@ def main(argv: list[str] | None = None) -> None:
 
     vendor_files, vendor_emoji, vendor_images = {}, {}, {}
     for vendor in SAMPLE_VENDORS:
-        name = f"emoji-datasource-{vendor}-{DATASOURCE_VERSION}.tgz"
-        prefix = f"package/img/{vendor}/64/"
-        files = read_members(
-            args.source / name,
+        prefix = vendor_image_prefix(vendor)
+        files = read_tar_members(
+            args.source / datasource_tarball_name(vendor),
             lambda n, p=prefix: (
                 n.startswith(p)
                 or n.split("/", 1)[1] in ("LICENSE", "package.json", "emoji.json")
@@ -228,20 +248,16 @@ def main(argv: list[str] | None = None) -> None:
         )
         vendor_files[vendor] = files
         vendor_emoji[vendor] = json.loads(files["package/emoji.json"])
-        images = {}  # normalized hexcode -> member name
-        for e in vendor_emoji[vendor]:
-            for v in [e, *(e.get("skin_variations") or {}).values()]:
-                member = prefix + v["image"]
-                if v.get(f"has_img_{vendor}", True) and member in files:
-                    images[normalize_hexcode(v["unified"])] = member
-        vendor_images[vendor] = images
+        # normalized hexcode -> member name
+        vendor_images[vendor] = vendor_image_members(vendor_emoji[vendor], vendor, files)
 
     groups = [g["key"] for g in sorted(messages["groups"], key=lambda g: g["order"])]
     assert [g["order"] for g in messages["groups"]] == list(range(len(groups)))
     component = groups.index(COMPONENT_GROUP)
     subgroups = subgroup_keys(messages, data, vendor_emoji[SAMPLE_VENDORS[0]])
+    groups_of_subgroups = subgroup_groups(data, len(subgroups))
     classes = label_classes(data, component)
-    write_labels(args.labels, groups, subgroups, classes)
+    write_labels(args.labels, groups, subgroups, groups_of_subgroups, classes)
     print(
         f"wrote {args.labels}: {len(groups)} groups, {len(subgroups)} subgroups, "
         f"{len(classes)} classes"
@@ -253,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
 
     by_subgroup = collections.defaultdict(list)
     for entry in sorted(data, key=lambda e: e.get("order", 0)):
-        if "group" in entry and entry["group"] != component and drawn(entry["hexcode"]):
+        if is_dataset_emoji(entry, component) and drawn(entry["hexcode"]):
             by_subgroup[entry["subgroup"]].append(entry)
     chosen = [
         e
@@ -297,13 +313,12 @@ def write_sample(
     out, keep, data, emojibase, vendor_files, vendor_emoji, vendor_images
 ) -> int:
     """Writes the sample tarballs of the emoji in `keep`; returns the total bytes."""
-    emojibase_name = f"emojibase-data-{EMOJIBASE_VERSION}.tgz"
     if out.exists():
         shutil.rmtree(out)
     (out / "LICENSES").mkdir(parents=True)
     sample_data = [e for e in data if normalize_hexcode(e["hexcode"]) in keep]
     write_tarball(
-        out / emojibase_name,
+        out / emojibase_tarball_name(),
         {
             "package/LICENSE": emojibase["package/LICENSE"],
             "package/package.json": emojibase["package/package.json"],
@@ -337,7 +352,7 @@ def write_sample(
         out_files["package/emoji.json"] = json.dumps(sample_emoji, indent=1).encode()
         out_files["package/LICENSE"] = files["package/LICENSE"]
         out_files["package/package.json"] = files["package/package.json"]
-        name = f"emoji-datasource-{vendor}-{DATASOURCE_VERSION}.tgz"
+        name = datasource_tarball_name(vendor)
         write_tarball(out / name, out_files)
         (out / "LICENSES" / f"emoji-datasource-{vendor}-LICENSE").write_bytes(
             files["package/LICENSE"]

@@ -23,23 +23,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import io
 import json
 import os
 import pathlib
 import re
 import tarfile
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Container
+from typing import ClassVar
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
-from PIL import Image
 
 from simmim_tf.hashing import sha256_file
-
-if TYPE_CHECKING:
-    import tensorflow as tf
+from simmim_tf.image_decoding import decode_on_white
 
 DATASOURCE_VERSION = "16.0.0"
 EMOJIBASE_VERSION = "17.0.0"
@@ -83,6 +81,56 @@ def normalize_hexcode(hexcode: str) -> str:
     return "-".join(p for p in hexcode.upper().split("-") if p != "FE0F")
 
 
+def vendor_image_prefix(vendor: str) -> str:
+    """Folder of `vendor`'s 64 px PNGs inside its emoji-datasource tarball."""
+    return f"package/img/{vendor}/64/"
+
+
+def vendor_image_members(
+    emoji: list[dict], vendor: str, members: Container[str]
+) -> dict[str, str]:
+    """Maps the normalized hexcode of each emoji `vendor` draws to its PNG member.
+
+    An emoji (or skin-tone variant) counts as drawn when its PNG is among
+    `members` and `has_img_{vendor}` is not false in `package/emoji.json`.
+
+    Args:
+        emoji: list of dicts. The entries of the tarball's `package/emoji.json`.
+        vendor: str. The vendor, as in the tarball's name.
+        members: container of str. Member names of the tarball.
+
+    Example:
+
+    ```python
+    entry = {"unified": "1F600", "image": "1f600.png", "has_img_google": True}
+    members = {"package/img/google/64/1f600.png"}
+    images = vendor_image_members([entry], "google", members)
+    assert images == {"1F600": "package/img/google/64/1f600.png"}
+    ```
+    """
+    prefix = vendor_image_prefix(vendor)
+    images = {}
+    for entry in emoji:
+        for e in [entry, *(entry.get("skin_variations") or {}).values()]:
+            member = prefix + e["image"]
+            if e.get(f"has_img_{vendor}", True) and member in members:
+                images[normalize_hexcode(e["unified"])] = member
+    return images
+
+
+def is_dataset_emoji(entry: dict, component_group: int) -> bool:
+    """Whether an emojibase `en/data.json` entry is an emoji of the dataset.
+
+    Entries without a group or subgroup (regional indicators) and those of the
+    `component` group (skin-tone swatches, hair components) are not.
+
+    Args:
+        entry: dict. One entry of emojibase's `en/data.json`.
+        component_group: int. The group number of `COMPONENT_GROUP`.
+    """
+    return "group" in entry and "subgroup" in entry and entry["group"] != component_group
+
+
 def format_text(label: str, tags: list[str] | tuple[str, ...]) -> str:
     """Formats an emoji's text as `"{label}: {tag1}, {tag2}, ..."`.
 
@@ -104,12 +152,16 @@ def format_text(label: str, tags: list[str] | tuple[str, ...]) -> str:
 
 
 def composite_on_white(png: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
-    """Decodes a PNG, composites it on white and returns `[size, size, 3]` uint8.
+    """Decodes an image, composites it on white and returns `[size, size, 3]` uint8.
+
+    The same decoder as `SimMIMPreprocessor` (`simmim_tf.image_decoding`), so
+    the data set and a served model see the same pixels; other sizes are
+    resized (bilinear, antialiased) after compositing.
 
     Args:
-        png: bytes. The encoded image (any mode Pillow can convert to RGBA).
-        size: int. Output height and width; other sizes are resized (Lanczos)
-            after compositing.
+        png: bytes. The encoded image (PNG in any mode, or another format
+            TensorFlow decodes).
+        size: int. Output height and width.
 
     Example:
 
@@ -120,20 +172,18 @@ def composite_on_white(png: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
     assert image.shape == (64, 64, 3) and image.min() == 255
     ```
     """
-    with Image.open(io.BytesIO(png)) as image:
-        rgba = image.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    rgb = Image.alpha_composite(white, rgba).convert("RGB")
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.LANCZOS)
-    return np.asarray(rgb, dtype=np.uint8)
+    pixels = decode_on_white(tf.constant(png))
+    if pixels.shape[:2] != (size, size):
+        pixels = tf.image.resize(pixels, (size, size), antialias=True)
+    return np.round(np.clip(pixels.numpy(), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 @functools.cache
 def load_label_metadata() -> dict:
     """Reads `emoji_labels.json`: group keys, subgroup keys and the emoji classes.
 
-    `subgroups[i]` is the key of emojibase subgroup number `i`; `classes` lists
+    `subgroups[i]` is the key of emojibase subgroup number `i` and
+    `subgroup_groups[i]` the number of its group; `classes` lists
     `[normalized hexcode, unique label]` per emoji (skin-tone variants included)
     in emojibase order. Generated by `tools/make_sample.py` from the full data.
     """
@@ -289,8 +339,12 @@ class EmojiText(tfds.core.GeneratorBasedBuilder):
     ```
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Images decoded and composited on white by the preprocessor's "
+        "TensorFlow decoder (was Pillow): within one uint8 step.",
+    }
     BUILDER_CONFIGS: ClassVar[list[EmojiTextConfig]] = [
         EmojiTextConfig(name="base", description="Base emoji only."),
         EmojiTextConfig(
@@ -394,7 +448,7 @@ def _read_emojibase(tarball: pathlib.Path, include_skin_tones: bool) -> list[dic
     indices `label`, `group` and `subgroup`, in emojibase order.
     """
     wanted = ("package/en/data.json", "package/en/messages.json")
-    files = _read_tar_members(tarball, lambda name: name in wanted)
+    files = read_tar_members(tarball, lambda name: name in wanted)
     for name in wanted:
         if name not in files:
             raise ValueError(f"{tarball} has no {name}: not an emojibase-data tarball?")
@@ -406,10 +460,8 @@ def _read_emojibase(tarball: pathlib.Path, include_skin_tones: bool) -> list[dic
     component = meta["groups"].index(COMPONENT_GROUP)
     records = []
     for entry in data:
-        if "group" not in entry or "subgroup" not in entry:
-            continue  # regional indicators
-        if entry["group"] == component:
-            continue  # skin-tone swatches, hair components
+        if not is_dataset_emoji(entry, component):
+            continue
         variants = entry.get("skins", []) if include_skin_tones else []
         for e in [entry, *variants]:
             key = normalize_hexcode(e["hexcode"])
@@ -457,25 +509,42 @@ def _read_vendor_images(
     An emoji (or skin-tone variant) counts as drawn when its PNG is in the tarball
     and `has_img_{vendor}` is not false in `package/emoji.json`.
     """
-    prefix = f"package/img/{vendor}/64/"
-    files = _read_tar_members(
+    prefix = vendor_image_prefix(vendor)
+    files = read_tar_members(
         tarball, lambda name: name == "package/emoji.json" or name.startswith(prefix)
     )
     if "package/emoji.json" not in files:
         raise ValueError(
             f"{tarball} has no package/emoji.json: not an emoji-datasource tarball?"
         )
-    images = {}
-    for entry in json.loads(files["package/emoji.json"]):
-        for e in [entry, *(entry.get("skin_variations") or {}).values()]:
-            member = prefix + e["image"]
-            if e.get(f"has_img_{vendor}", True) and member in files:
-                images[normalize_hexcode(e["unified"])] = (member, files[member])
-    return images
+    members = vendor_image_members(json.loads(files["package/emoji.json"]), vendor, files)
+    return {key: (member, files[member]) for key, member in members.items()}
 
 
-def _read_tar_members(tarball: pathlib.Path, keep) -> dict[str, bytes]:
-    """Reads the regular members of `tarball` whose names pass `keep`, in one pass."""
+def read_tar_members(
+    tarball: os.PathLike | str, keep: Callable[[str], bool]
+) -> dict[str, bytes]:
+    """Reads the regular members of `tarball` whose names pass `keep`, in one pass.
+
+    Args:
+        tarball: path. A tar file, compressed or not (gzip, bz2, xz).
+        keep: callable. Takes a member name, returns whether to read it.
+
+    Returns:
+        Member name -> its bytes, for the regular files that `keep` accepts.
+
+    Raises:
+        ValueError: the file cannot be read as a tarball; the message names it.
+
+    Example:
+
+    ```python
+    files = read_tar_members(
+        SAMPLE_DIR / emojibase_tarball_name(), lambda n: n == "package/en/data.json"
+    )
+    data = json.loads(files["package/en/data.json"])
+    ```
+    """
     try:
         with tarfile.open(tarball, "r:*") as tar:
             return {

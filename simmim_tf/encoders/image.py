@@ -4,7 +4,7 @@ Each cell of the feature map becomes one `image` node of the graph, so a config
 fixes both the network and the grid: the stem divides the input by 4 and each
 stage stride after it by its value. At 64 px, ResNet-18's usual four stages
 (stride 32) would leave a 2x2 grid; `resnet18_64px` keeps three stages
-(stride 16) and gives the 4x4 grid DESIGN.md asks for.
+(stride 16) and gives a 4x4 grid: 16 image nodes per example.
 """
 
 from __future__ import annotations

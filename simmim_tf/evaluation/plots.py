@@ -1,8 +1,11 @@
-"""Result figures (training curves, retrieval grids) and atomic file writes.
+"""Result figures (training curves, retrieval grids) saved as PNG files.
 
 Figures are drawn on a `matplotlib.figure.Figure` with an explicit Agg canvas,
 so nothing here touches pyplot's global backend (an interactive session keeps
-its own) and matplotlib is only imported when a figure is drawn.
+its own) and matplotlib is only imported when a figure is drawn. Each PNG is
+rendered in memory, then written with `simmim_tf.atomic.atomic_write_bytes` (a
+temporary file in the same folder, moved in place with `os.replace`): a reader
+sees the old PNG or the new one, never a partial file.
 """
 
 from __future__ import annotations

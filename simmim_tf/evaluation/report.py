@@ -1,4 +1,8 @@
-"""Result tables (markdown and console) and markdown result reports."""
+"""Result tables and markdown result reports.
+
+One table renderer, `format_table`, formats every table: the markdown reports
+(`write_results_markdown`) and the console (`print_table`) show numbers alike.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import math
 import numbers
 import os
 import pathlib
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -20,7 +25,8 @@ def _is_number(value) -> bool:
 
 
 def _is_percentage_column(column: str) -> bool:
-    return "acc" in column.lower() or column.startswith("R@")
+    """Accuracy ("acc" in any case) or recall ("R@k") columns hold fractions."""
+    return "acc" in column.lower() or re.search(r"R@\d", column) is not None
 
 
 def _format_float(value: float) -> str:
@@ -55,7 +61,7 @@ def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) 
     """Format result rows as a GitHub-markdown table.
 
     Cells are formatted by type: floats in [0, 1] in a column whose name
-    contains "acc" (any case) or starts with "R@" as percentages with one
+    contains "acc" (any case) or "R@" and a digit as percentages with one
     decimal (`87.5 %`); other floats with three significant digits (`0.123`,
     `12.3`, integers with separators from 1,000 on); ints with thousands
     separators (`1,234,567`); a missing key or `None` as `–`. Columns whose
@@ -113,45 +119,41 @@ def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) 
     return "\n".join([line(headers), line(rule)] + [line(values) for values in cells])
 
 
-def print_table(rows: Mapping[str, Mapping], title: str) -> None:
-    """Print a plain-text result table: one row per model, one column per metric.
+def print_table(
+    rows: Mapping[str, Mapping], title: str, *, name_column: str = "model"
+) -> None:
+    """Print a result table to the console: one row per name, one column per metric.
 
-    Floats are shown with three decimals, ints with thousands separators, a
-    metric a row lacks as `–`; each metric column is 20 characters wide.
+    The table is `format_table`'s (the same cells and number rules as the
+    markdown reports), with the row names in a first column `name_column`, under
+    a blank line and `title`.
 
     Args:
-        rows: dict. Row (model) name -> dict of metric name -> value.
+        rows: dict. Row name (e.g. the model) -> dict of metric name -> value.
         title: str. Printed above the table.
+        name_column: str. Header of the column of row names.
 
     Example:
     ```python
     print_table({"SimMIM": {"google accuracy": 0.875, "parameters": 1234}}, "emoji")
+    #
     # emoji
-    # model        google accuracy          parameters
-    # ------------------------------------------------
-    # SimMIM                 0.875               1,234
+    # | model  | google accuracy | parameters |
+    # | ------ | --------------: | ---------: |
+    # | SimMIM |          87.5 % |      1,234 |
     ```
     """
     if not rows:
         print(f"\n{title}\n(no rows)")
         return
-    columns = list({key: None for row in rows.values() for key in row})
-    name_width = max(len(name) for name in rows) + 2
-    header = "model".ljust(name_width) + "".join(f"{c:>20}" for c in columns)
-    print(f"\n{title}\n{header}\n{'-' * len(header)}")
     for name, row in rows.items():
-        cells = ""
-        for column in columns:
-            value = row.get(column)
-            if value is None:
-                cells += f"{MISSING:>20}"
-            elif isinstance(value, bool | np.bool_) or not _is_number(value):
-                cells += f"{value!s:>20}"
-            elif isinstance(value, numbers.Integral):
-                cells += f"{int(value):>20,}"
-            else:
-                cells += f"{float(value):>20.3f}"
-        print(name.ljust(name_width) + cells)
+        if name_column in row:
+            raise ValueError(
+                f"Row {name!r} has a metric named {name_column!r}, the header of the "
+                "row names: pass another `name_column`."
+            )
+    table = format_table([{name_column: name, **row} for name, row in rows.items()])
+    print(f"\n{title}\n{table}")
 
 
 def _inline_code(text: str) -> str:

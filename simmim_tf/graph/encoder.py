@@ -27,7 +27,16 @@ class MultimodalGraphEncoder(keras.layers.Layer):
         activation: str. The sigma of the node update.
         dropout: float. Dropout inside each round.
 
-    Returns (from `call(image_states, text_states, padding_mask)`):
+    Call arguments:
+        image_states: `[batch, cells, units]`, or None when the image is absent.
+        text_states: `[batch, seq_len, units]`, or None when the text is absent.
+        padding_mask: `[batch, seq_len]`, true at real tokens; None with the
+            text.
+
+    An absent modality is an empty node set: no nodes, no edges, a readout
+    of zeros (TF-GNN's mean over no nodes).
+
+    Returns:
         A dict with `image_node_states` `[batch, cells, units]`,
         `text_node_states` `[batch, seq_len, units]` (zeros at padding), and the
         per-example means `image_readout` and `text_readout` `[batch, units]`.
@@ -78,7 +87,16 @@ class MultimodalGraphEncoder(keras.layers.Layer):
         self.activation = activation
         self.dropout = dropout
 
-    def call(self, image_states, text_states, padding_mask, training=None):
+    def call(self, image_states=None, text_states=None, padding_mask=None, training=None):
+        if image_states is None and text_states is None:
+            raise ValueError("The graph needs image states, text states or both.")
+        if (text_states is None) != (padding_mask is None):
+            raise ValueError("Text states and their padding mask come together.")
+        if text_states is None:
+            text_states = image_states[:, :0, :]
+            padding_mask = tf.zeros_like(image_states[:, :0, 0], dtype=tf.bool)
+        if image_states is None:
+            image_states = text_states[:, :0, :]
         graph = build_multimodal_graph(
             image_states, text_states, padding_mask, grid_shape=self.grid_shape
         )
@@ -101,12 +119,15 @@ class MultimodalGraphEncoder(keras.layers.Layer):
         }
 
     def compute_output_shape(
-        self, image_states_shape, text_states_shape, padding_mask_shape
+        self, image_states_shape=None, text_states_shape=None, padding_mask_shape=None
     ):
-        batch = image_states_shape[0]
+        reference = image_states_shape or text_states_shape
+        batch = reference[0]
+        cells = image_states_shape[1] if image_states_shape else 0
+        tokens = text_states_shape[1] if text_states_shape else 0
         return {
-            "image_node_states": (batch, image_states_shape[1], self.units),
-            "text_node_states": (batch, text_states_shape[1], self.units),
+            "image_node_states": (batch, cells, self.units),
+            "text_node_states": (batch, tokens, self.units),
             "image_readout": (batch, self.units),
             "text_readout": (batch, self.units),
         }

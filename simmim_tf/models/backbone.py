@@ -9,19 +9,34 @@ from simmim_tf.encoders.image import build_image_encoder, feature_grid
 from simmim_tf.encoders.text import build_text_encoder
 from simmim_tf.graph.encoder import MultimodalGraphEncoder
 from simmim_tf.graph.fusion import SqrtTwoFusion
-from simmim_tf.models.inputs import model_inputs
+from simmim_tf.models.inputs import MODALITIES, check_modalities, model_inputs
 
 
 @keras.saving.register_keras_serializable(package="simmim_tf")
 class SimMIMBackbone(keras_hub.models.Backbone):
     """Image + text backbone whose modalities meet in a TF-GNN graph.
 
-    The image encoder's feature map (h x w cells) and the text encoder's
-    non-padding token states are projected to `hidden_dim`, become the `image`
-    and `text` node sets of a GraphTensor (see `simmim_tf.graph.build`), and
-    exchange attention messages for `num_rounds` rounds. The readouts are the
-    mean image node state x and mean text node state y; the fused embedding is
-    `(x + y) / sqrt(2)`.
+    Three named functional sub-models share the backbone's weights, so a task
+    takes only what it needs:
+
+    - `image_tower`: `images` -> `image_feature_map` `[B, h, w, c]` (the
+      ResNet's), `image_cell_states` `[B, h*w, d]` (projected cells plus a
+      position embedding: the graph's image nodes to be) and
+      `image_unimodal_embedding` `[B, d]` (their mean, before any graph
+      round: what a dual encoder compares).
+    - `text_tower`: `token_ids`, `padding_mask` -> `text_token_states`
+      `[B, L, d]` (projected BERT states) and `text_unimodal_embedding`
+      `[B, d]` (mean over real tokens).
+    - `graph_fusion`: `image_cell_states`, `text_token_states`,
+      `padding_mask` -> `image_node_states`, `text_node_states` (after
+      `num_rounds` rounds of attention on the GraphTensor, see
+      `simmim_tf.graph.build`), their means `image_graph_embedding` (x) and
+      `text_graph_embedding` (y), and `fused_embedding` z = (x + y) / sqrt(2).
+      `graph_fusion_for(modalities)` gives the same graph over one modality
+      (the other is an empty node set: no nodes, no edges, readout 0).
+
+    The backbone itself is the functional model over all three; its outputs
+    are the union of theirs.
 
     Args:
         image_encoder: `keras_hub.models.ResNetBackbone` with a fixed
@@ -38,10 +53,6 @@ class SimMIMBackbone(keras_hub.models.Backbone):
     Inputs: a dict with `images` `[batch, H, W, 3]` float (normalised pixels),
     `token_ids` `[batch, seq_len]` int and `padding_mask` `[batch, seq_len]`.
 
-    Outputs: a dict of plain tensors: `image_node_states`, `text_node_states`,
-    `image_unimodal_embedding` and `text_unimodal_embedding` (means before the
-    graph), `image_embedding` (x), `text_embedding` (y), `fused_embedding` (z).
-
     Example:
     ```python
     backbone = SimMIMBackbone.from_encoder_configs(
@@ -53,6 +64,8 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         "padding_mask": np.array([[1, 1, 1, 0]] * 2),
     })
     outputs["fused_embedding"].shape  # (2, 16)
+    backbone.image_tower(np.zeros([2, 16, 16, 3], "float32"))[
+        "image_unimodal_embedding"].shape  # (2, 16)
     ```
     """
 
@@ -93,22 +106,17 @@ class SimMIMBackbone(keras_hub.models.Backbone):
             name="graph_encoder",
         )
         self.fusion = SqrtTwoFusion(dtype=dtype, name="fusion")
-
         self.image_cells = keras.layers.Reshape(
             (num_cells, image_encoder.output_shape[-1]), dtype=dtype, name="image_cells"
         )
+        self.image_tower = self._image_tower(image_encoder.input_shape[1:])
+        self.text_tower = self._text_tower()
+        self.graph_fusion = self.graph_fusion_for(MODALITIES)
 
         # === Functional Model ===
         inputs = model_inputs(image_encoder.input_shape[1:])
-        _, image_states = self.encode_images(inputs["images"])
-        text_states = self.encode_texts(inputs["token_ids"], inputs["padding_mask"])
-        outputs = self.fuse(image_states, text_states, inputs["padding_mask"])
-        super().__init__(
-            inputs=inputs,
-            outputs=outputs,
-            dtype=dtype,
-            **kwargs,
-        )
+        outputs = self.encode(inputs)
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
 
         # === Config ===
         self.hidden_dim = hidden_dim
@@ -118,57 +126,98 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         self.dropout = dropout
         self.grid_shape = (height, width)
 
-    def encode_images(self, images):
-        """Feature map `[B, h, w, c]` and projected cell states `[B, h*w, d]`.
-
-        The cell states are what the graph's image nodes start from; their
-        mean is the unimodal image embedding (before any cross-modal edge).
-        """
+    def _image_tower(self, image_shape) -> keras.Model:
+        images = keras.Input(shape=image_shape, name="images")
         feature_map = self.image_encoder(images)
-        states = self.image_projection(self.image_cells(feature_map))
-        return feature_map, states + self.image_position_embedding(states)
+        cells = self.image_projection(self.image_cells(feature_map))
+        cells = cells + self.image_position_embedding(cells)
+        outputs = {
+            "image_feature_map": feature_map,
+            "image_cell_states": cells,
+            "image_unimodal_embedding": keras.ops.mean(cells, axis=1),
+        }
+        return keras.Model(images, outputs, name="image_tower")
 
-    def encode_texts(self, token_ids, padding_mask):
-        """Projected token states `[B, L, d]`, the graph's text nodes to be."""
+    def _text_tower(self) -> keras.Model:
+        inputs = model_inputs(None, modalities=("text",))
         token_states = self.text_encoder(
             {
-                "token_ids": token_ids,
-                "segment_ids": keras.ops.zeros_like(token_ids),
-                "padding_mask": padding_mask,
+                "token_ids": inputs["token_ids"],
+                "segment_ids": keras.ops.zeros_like(inputs["token_ids"]),
+                "padding_mask": inputs["padding_mask"],
             }
         )["sequence_output"]
-        return self.text_projection(token_states)
-
-    def unimodal_embeddings(self, image_states, text_states, padding_mask):
-        """Mean cell state and mean real-token state, before any graph round."""
-        mask = keras.ops.expand_dims(keras.ops.cast(padding_mask, text_states.dtype), -1)
-        text_mean = keras.ops.sum(text_states * mask, axis=1) / keras.ops.maximum(
+        states = self.text_projection(token_states)
+        mask = keras.ops.expand_dims(
+            keras.ops.cast(inputs["padding_mask"], states.dtype), -1
+        )
+        mean = keras.ops.sum(states * mask, axis=1) / keras.ops.maximum(
             keras.ops.sum(mask, axis=1), 1.0
         )
-        return keras.ops.mean(image_states, axis=1), text_mean
+        outputs = {"text_token_states": states, "text_unimodal_embedding": mean}
+        return keras.Model(inputs, outputs, name="text_tower")
 
-    def fuse(self, image_states, text_states, padding_mask) -> dict:
-        """Run the graph on encoded states; returns the backbone's output dict.
+    def graph_fusion_for(self, modalities=MODALITIES) -> keras.Model:
+        """The graph and the fusion over `modalities`, a functional model.
 
-        `image_unimodal_embedding` and `text_unimodal_embedding` are the means
-        of the states before message passing (what a dual encoder compares);
-        `image_embedding`, `text_embedding` and `fused_embedding` come after.
+        Inputs: `image_cell_states` for the image; `text_token_states` and
+        `padding_mask` for text. Outputs: `image_node_states`,
+        `text_node_states`, `image_graph_embedding`, `text_graph_embedding`,
+        `fused_embedding`. Shares the backbone's weights.
         """
-        graph_outputs = self.graph_encoder(image_states, text_states, padding_mask)
-        image_unimodal, text_unimodal = self.unimodal_embeddings(
-            image_states, text_states, padding_mask
+        modalities = check_modalities(modalities)
+        hidden_dim = self.graph_encoder.units
+        inputs = {}
+        if "image" in modalities:
+            inputs["image_cell_states"] = keras.Input(
+                shape=(self.image_position_embedding.sequence_length, hidden_dim),
+                name="image_cell_states",
+            )
+        if "text" in modalities:
+            inputs["text_token_states"] = keras.Input(
+                shape=(None, hidden_dim), name="text_token_states"
+            )
+            inputs["padding_mask"] = keras.Input(
+                shape=(None,), dtype="int32", name="padding_mask"
+            )
+        graph = self.graph_encoder(
+            image_states=inputs.get("image_cell_states"),
+            text_states=inputs.get("text_token_states"),
+            padding_mask=inputs.get("padding_mask"),
         )
-        return {
-            "image_node_states": graph_outputs["image_node_states"],
-            "text_node_states": graph_outputs["text_node_states"],
-            "image_unimodal_embedding": image_unimodal,
-            "text_unimodal_embedding": text_unimodal,
-            "image_embedding": graph_outputs["image_readout"],
-            "text_embedding": graph_outputs["text_readout"],
-            "fused_embedding": self.fusion(
-                graph_outputs["image_readout"], graph_outputs["text_readout"]
-            ),
+        outputs = {
+            "image_node_states": graph["image_node_states"],
+            "text_node_states": graph["text_node_states"],
+            "image_graph_embedding": graph["image_readout"],
+            "text_graph_embedding": graph["text_readout"],
+            "fused_embedding": self.fusion(graph["image_readout"], graph["text_readout"]),
         }
+        return keras.Model(inputs, outputs, name="_".join(("graph_fusion",) + modalities))
+
+    def encode(self, inputs: dict, modalities=MODALITIES) -> dict:
+        """Every backbone output for `inputs` (symbolic or real), tower by tower.
+
+        Only `modalities` are read: `images` for the image, `token_ids` and
+        `padding_mask` for text; an absent modality is absent from the graph.
+        """
+        modalities = check_modalities(modalities)
+        outputs, graph_inputs = {}, {}
+        if "image" in modalities:
+            outputs.update(self.image_tower(inputs["images"]))
+            graph_inputs["image_cell_states"] = outputs["image_cell_states"]
+        if "text" in modalities:
+            text = {key: inputs[key] for key in ("token_ids", "padding_mask")}
+            outputs.update(self.text_tower(text))
+            graph_inputs.update(
+                text_token_states=outputs["text_token_states"],
+                padding_mask=text["padding_mask"],
+            )
+        if len(modalities) == len(MODALITIES):
+            fusion = self.graph_fusion
+        else:
+            fusion = self.graph_fusion_for(modalities)
+        outputs.update(fusion(graph_inputs))
+        return outputs
 
     @classmethod
     def from_encoder_configs(

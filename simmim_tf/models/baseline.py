@@ -1,8 +1,12 @@
-"""`LateFusionBaseline`: the seed design's comparison model.
+"""`LateFusionBaseline`: the comparison model without a graph.
 
 A small CNN over the image and an LSTM over the tokens, their features simply
 concatenated and classified: no pretrained encoders, no graph. With
 `modalities=("image",)` it is a plain CNN classifier.
+
+It is a classifier only: docs/results.md reports it in the classification table
+(image+text) and the demo as its image-only CNN row; the retrieval tables have no
+baseline row.
 """
 
 from __future__ import annotations

@@ -10,29 +10,6 @@ from simmim_tf.models.inputs import MODALITIES, check_modalities, model_inputs
 from simmim_tf.models.preprocessor import SimMIMPreprocessor
 
 
-def backbone_fused_embedding(
-    backbone: SimMIMBackbone, inputs: dict, modalities
-) -> object:
-    """The fused embedding with only `modalities` in the graph.
-
-    An absent modality enters the graph as zero-length states (`[B, 0, d]`),
-    so it contributes no node and no edge.
-    """
-    if "image" in modalities:
-        _, image_states = backbone.encode_images(inputs["images"])
-    if "text" in modalities:
-        padding_mask = inputs["padding_mask"]
-        text_states = backbone.encode_texts(inputs["token_ids"], padding_mask)
-    else:
-        text_states = keras.ops.zeros_like(image_states[:, :0, :])
-        padding_mask = keras.ops.cast(
-            keras.ops.zeros_like(image_states[:, :0, 0]), "int32"
-        )
-    if "image" not in modalities:
-        image_states = keras.ops.zeros_like(text_states[:, :0, :])
-    return backbone.fuse(image_states, text_states, padding_mask)["fused_embedding"]
-
-
 class ClassifierDefaults:
     """`compile()` defaults shared by the classification models."""
 
@@ -93,18 +70,10 @@ class SimMIMClassifier(ClassifierDefaults, keras_hub.models.Task):
         modalities = check_modalities(modalities)
         # A tower this task never reads gets no gradient: freeze it, so the
         # optimizer neither warns about it nor keeps state for it.
-        unused = {
-            "image": (
-                backbone.image_encoder,
-                backbone.image_projection,
-                backbone.image_position_embedding,
-            ),
-            "text": (backbone.text_encoder, backbone.text_projection),
-        }
-        for modality, layers in unused.items():
+        towers = {"image": backbone.image_tower, "text": backbone.text_tower}
+        for modality, tower in towers.items():
             if modality not in modalities:
-                for layer in layers:
-                    layer.trainable = False
+                tower.trainable = False
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -114,7 +83,7 @@ class SimMIMClassifier(ClassifierDefaults, keras_hub.models.Task):
         )
         # === Functional Model ===
         inputs = model_inputs(backbone.image_encoder.input_shape[1:], modalities)
-        fused = backbone_fused_embedding(backbone, inputs, modalities)
+        fused = backbone.encode(inputs, modalities)["fused_embedding"]
         outputs = self.output_dense(self.output_dropout(fused))
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         # === Config ===

@@ -18,12 +18,14 @@ def check_modalities(modalities) -> tuple[str, ...]:
 
 
 def model_inputs(
-    image_shape: tuple[int, int, int], modalities: tuple[str, ...] = MODALITIES
+    image_shape: tuple[int, int, int] | None,
+    modalities: tuple[str, ...] = MODALITIES,
 ) -> dict[str, keras.KerasTensor]:
     """Symbolic inputs: `images` for the image, `token_ids` + `padding_mask` for text.
 
     Args:
-        image_shape: tuple of 3 ints. `(height, width, 3)` of the images.
+        image_shape: tuple of 3 ints. `(height, width, 3)` of the images (unused
+            without the image).
         modalities: tuple of str. Which of `MODALITIES` the model reads.
     """
     inputs = {}

@@ -1,114 +1,26 @@
-"""`SimMIMPretrainer`: MIM, MLM, ITC and ITM losses on unlabelled image-text pairs."""
+"""`SimMIMPretrainer`: MIM, MLM, ITC and ITM losses on unlabelled image-text pairs.
+
+Each loss lives in `simmim_tf.pretraining` (masking.py: MIM, mlm.py: MLM,
+contrastive.py: ITC, matching.py: ITM); this task wires them to the backbone.
+"""
 
 from __future__ import annotations
-
-import math
 
 import keras
 import keras_hub
 import tensorflow as tf
-from keras_hub.src.utils.tensor_utils import preprocessing_function
 
 from simmim_tf.models.backbone import SimMIMBackbone
-from simmim_tf.models.preprocessor import SimMIMPreprocessor
 from simmim_tf.pretraining.contrastive import ContrastiveLoss, sample_hard_negatives
 from simmim_tf.pretraining.masking import (
     MaskTokenLayer,
     PixelReconstructionHead,
-    check_mask_arguments,
     masked_l1_loss,
-    simmim_mask,
 )
 from simmim_tf.pretraining.matching import MatchingHead
+from simmim_tf.pretraining.mlm import masked_cross_entropy
 
 LOSS_NAMES = ("mim", "mlm", "itc", "itm")
-
-
-@keras.saving.register_keras_serializable(package="simmim_tf")
-class SimMIMPretrainerPreprocessor(SimMIMPreprocessor):
-    """`SimMIMPreprocessor` plus the random masks of pre-training.
-
-    Adds, per batch: `mim_mask` `[B, H, W]` (SimMIM patches, 1 = masked) and
-    the BERT MLM targets from `keras_hub.layers.MaskedLMMaskGenerator`
-    (ceil(15 %) of each text's real tokens, so about 20 % of a short emoji
-    text; 80 % become [MASK], 10 % a random token, 10 % unchanged):
-    `masked_token_ids`, `mlm_positions`, `mlm_ids`, `mlm_weights`. Takes
-    batched input only.
-
-    Args:
-        tokenizer: `keras_hub.models.BertTokenizer`.
-        image_size: tuple of 2 ints. Model image size.
-        sequence_length: int. Padded token length.
-        mask_ratio: float. Share of image patches masked (SimMIM: 0.6).
-        mask_patch_size: int. Side of a mask patch in pixels; SimMIM uses 32 at
-            224 px, i.e. the encoder's stride; at 64 px with stride 16, 16.
-        mlm_probability: float. Share of real tokens selected for MLM.
-    """
-
-    def __init__(
-        self,
-        tokenizer,
-        image_size: tuple[int, int] = (64, 64),
-        sequence_length: int = 32,
-        mask_ratio: float = 0.6,
-        mask_patch_size: int = 16,
-        mlm_probability: float = 0.15,
-        **kwargs,
-    ):
-        super().__init__(tokenizer, image_size, sequence_length, **kwargs)
-        check_mask_arguments(self.image_size, mask_patch_size, mask_ratio)
-        if not 0.0 < mlm_probability < 1.0:
-            raise ValueError(f"MLM probability {mlm_probability} must be in (0, 1).")
-        self.mask_ratio = mask_ratio
-        self.mask_patch_size = mask_patch_size
-        self.mlm_probability = mlm_probability
-        self.mlm_masker = None
-
-    def build(self, input_shape=None):
-        super().build(input_shape)
-        self.mlm_masker = keras_hub.layers.MaskedLMMaskGenerator(
-            vocabulary_size=self.tokenizer.vocabulary_size(),
-            mask_selection_rate=self.mlm_probability,
-            mask_token_id=self.tokenizer.mask_token_id,
-            mask_selection_length=math.ceil(self.sequence_length * self.mlm_probability)
-            + 1,
-            unselectable_token_ids=[
-                self.tokenizer.cls_token_id,
-                self.tokenizer.sep_token_id,
-                self.tokenizer.pad_token_id,
-            ],
-        )
-        self.mlm_masker._allow_python_workflow = False
-
-    @preprocessing_function
-    def call(self, x, y=None, sample_weight=None):
-        inputs = super().call(x)
-        masked = self.mlm_masker(inputs["token_ids"])
-        batch_size = tf.shape(inputs["images"])[0]
-        seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
-        inputs.update(
-            mim_mask=simmim_mask(
-                batch_size,
-                self.image_size,
-                patch_size=self.mask_patch_size,
-                mask_ratio=self.mask_ratio,
-                seed=seed,
-            ),
-            masked_token_ids=masked["token_ids"],
-            mlm_positions=masked["mask_positions"],
-            mlm_ids=masked["mask_ids"],
-            mlm_weights=masked["mask_weights"],
-        )
-        return keras.utils.pack_x_y_sample_weight(inputs, y, sample_weight)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            mask_ratio=self.mask_ratio,
-            mask_patch_size=self.mask_patch_size,
-            mlm_probability=self.mlm_probability,
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="simmim_tf")
@@ -209,47 +121,46 @@ class SimMIMPretrainer(keras.Model):
             images = inputs["images"]
             if weights["mim"]:
                 images = self.mask_token(images, inputs["mim_mask"])
-            token_ids = (
-                inputs["masked_token_ids"] if weights["mlm"] else inputs["token_ids"]
-            )
-            feature_map, image_states = self.backbone.encode_images(images)
-            if weights["mim"]:
-                losses["mim"] = masked_l1_loss(
-                    inputs["images"], self.pixel_head(feature_map), inputs["mim_mask"]
-                )
             if weights["mlm"]:
-                text_states = self.backbone.encode_texts(token_ids, mask)
-                nodes = self.backbone.fuse(image_states, text_states, mask)[
-                    "text_node_states"
-                ]
-                logits = self.mlm_head(nodes, mask_positions=inputs["mlm_positions"])
+                masked = self.backbone(
+                    {
+                        "images": images,
+                        "token_ids": inputs["masked_token_ids"],
+                        "padding_mask": mask,
+                    }
+                )
+                logits = self.mlm_head(
+                    masked["text_node_states"], mask_positions=inputs["mlm_positions"]
+                )
                 losses["mlm"] = masked_cross_entropy(
                     inputs["mlm_ids"], logits, inputs["mlm_weights"]
                 )
+            else:
+                masked = self.backbone.image_tower(images)
+            if weights["mim"]:
+                losses["mim"] = masked_l1_loss(
+                    inputs["images"],
+                    self.pixel_head(masked["image_feature_map"]),
+                    inputs["mim_mask"],
+                )
         if weights["itc"] or weights["itm"]:
-            image_states, text_states, image_embedding, text_embedding = (
-                self.encode_pairs(inputs)
+            image = self.backbone.image_tower(inputs["images"])
+            text = self.backbone.text_tower(
+                {"token_ids": inputs["token_ids"], "padding_mask": mask}
             )
+            image_embedding = image["image_unimodal_embedding"]
+            text_embedding = text["text_unimodal_embedding"]
             if weights["itc"]:
                 losses["itc"] = self.contrastive(image_embedding, text_embedding)
             if weights["itm"]:
                 losses["itm"] = self.matching_loss(
-                    image_states, text_states, mask, image_embedding, text_embedding
+                    image["image_cell_states"],
+                    text["text_token_states"],
+                    mask,
+                    image_embedding,
+                    text_embedding,
                 )
         return losses
-
-    def encode_pairs(self, inputs) -> tuple:
-        """Clean-input states and unimodal embeddings, before any graph round.
-
-        Returns `(image_states, text_states, image_embedding, text_embedding)`.
-        """
-        mask = inputs["padding_mask"]
-        _, image_states = self.backbone.encode_images(inputs["images"])
-        text_states = self.backbone.encode_texts(inputs["token_ids"], mask)
-        image_embedding, text_embedding = self.backbone.unimodal_embeddings(
-            image_states, text_states, mask
-        )
-        return image_states, text_states, image_embedding, text_embedding
 
     def matching_scores(self, image_states, text_states, padding_mask) -> tf.Tensor:
         """ITM logit (match minus no-match) of each aligned (image, text) pair."""
@@ -257,10 +168,22 @@ class SimMIMPretrainer(keras.Model):
         return logits[:, 1] - logits[:, 0]
 
     def matching_logits(self, image_states, text_states, padding_mask) -> tf.Tensor:
-        """ITM logits `[B, 2]` (no match, match) of aligned pairs, after the graph."""
-        fused = self.backbone.fuse(image_states, text_states, padding_mask)
+        """ITM logits `[B, 2]` (no match, match) of aligned pairs, after the graph.
+
+        `image_states` and `text_states` are the towers' `image_cell_states`
+        and `text_token_states`.
+        """
+        fused = self.backbone.graph_fusion(
+            {
+                "image_cell_states": image_states,
+                "text_token_states": text_states,
+                "padding_mask": padding_mask,
+            }
+        )
         return self.itm_head(
-            fused["fused_embedding"], fused["image_embedding"], fused["text_embedding"]
+            fused["fused_embedding"],
+            fused["image_graph_embedding"],
+            fused["text_graph_embedding"],
         )
 
     def matching_loss(self, image_states, text_states, mask, image_emb, text_emb):
@@ -312,12 +235,3 @@ class SimMIMPretrainer(keras.Model):
         config = dict(config)
         config["backbone"] = keras.layers.deserialize(config["backbone"])
         return cls(**config)
-
-
-def masked_cross_entropy(labels, logits, weights) -> tf.Tensor:
-    """Sparse cross-entropy averaged over the positions whose weight is 1."""
-    weights = tf.cast(weights, logits.dtype)
-    per_position = keras.losses.sparse_categorical_crossentropy(
-        labels, logits, from_logits=True
-    )
-    return tf.reduce_sum(per_position * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)

@@ -14,17 +14,20 @@ RERANK_OFFSET = 1e6
 
 
 @keras.saving.register_keras_serializable(package="simmim_tf")
-class SimMIMRetriever(SimMIMPretrainer):
+class SimMIMRetriever(keras.Model):
     """Text->image and image->text retrieval (CLIP / ALBEF style).
 
-    Trained like the pretrainer with ITC + ITM (MIM and MLM off by default).
-    To retrieve, the unimodal embeddings (the dual encoder) score the whole
-    gallery; the top `rerank_k` candidates of each query then go through the
-    graph with the query, and ITC logit + ITM log-odds orders them.
+    Trained with the pre-training objectives ITC + ITM (`objectives`, a
+    `SimMIMPretrainer` with MIM and MLM off, over the same backbone). To
+    retrieve, the towers' unimodal embeddings (the dual encoder) score the
+    whole gallery; the top `rerank_k` candidates of each query then go
+    through the graph with the query, and ITC logit + ITM log-odds orders
+    them.
 
     Args:
         backbone: `SimMIMBackbone`.
-        itc_weight, itm_weight, mim_weight, mlm_weight: loss weights.
+        itc_weight, itm_weight: float >= 0. Loss weights.
+        initial_temperature: float. ITC's starting temperature.
 
     Example:
     ```python
@@ -41,19 +44,67 @@ class SimMIMRetriever(SimMIMPretrainer):
         self,
         backbone: SimMIMBackbone,
         *,
-        mim_weight: float = 0.0,
-        mlm_weight: float = 0.0,
+        itc_weight: float = 1.0,
+        itm_weight: float = 1.0,
+        initial_temperature: float = 0.07,
         **kwargs,
     ):
-        super().__init__(backbone, mim_weight=mim_weight, mlm_weight=mlm_weight, **kwargs)
+        super().__init__(**kwargs)
+        # === Layers ===
+        self.backbone = backbone
+        self.objectives = SimMIMPretrainer(
+            backbone,
+            mim_weight=0.0,
+            mlm_weight=0.0,
+            itc_weight=itc_weight,
+            itm_weight=itm_weight,
+            initial_temperature=initial_temperature,
+            name="objectives",
+        )
+        # === Config ===
+        self.itc_weight = itc_weight
+        self.itm_weight = itm_weight
+        self.initial_temperature = initial_temperature
         self._encode_fn = None
         self._score_fn = None
+
+    def build(self, input_shape=None):
+        self.objectives.build(input_shape)
+
+    def call(self, inputs, training=False) -> dict:
+        return self.objectives(inputs, training=training)
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        return self.objectives.compute_loss(x, y, y_pred, sample_weight, training)
+
+    @property
+    def metrics(self):
+        return self.objectives.metrics
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            backbone=keras.layers.serialize(self.backbone),
+            itc_weight=self.itc_weight,
+            itm_weight=self.itm_weight,
+            initial_temperature=self.initial_temperature,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict):
+        config = dict(config)
+        config["backbone"] = keras.layers.deserialize(config["backbone"])
+        return cls(**config)
 
     def encode(self, batches: tf.data.Dataset) -> dict[str, np.ndarray]:
         """Encode a dataset of model inputs (or `(inputs, labels)`) once.
 
-        Returns numpy arrays: `image_states`, `text_states`, `padding_mask` and
-        the L2-normalised unimodal `image_embedding` and `text_embedding`.
+        Returns numpy arrays: the towers' `image_cell_states`,
+        `text_token_states` and `padding_mask`, and the L2-normalised
+        `image_unimodal_embedding` and `text_unimodal_embedding`.
         """
         if self._encode_fn is None:
             self._encode_fn = tf.function(self._encode_batch, reduce_retracing=True)
@@ -65,20 +116,25 @@ class SimMIMRetriever(SimMIMPretrainer):
                 parts.setdefault(key, []).append(value.numpy())
             progress.add(1)
         width = max(part.shape[1] for part in parts["padding_mask"])
-        for key in ("text_states", "padding_mask"):  # batches may differ in length
+        for key in ("text_token_states", "padding_mask"):  # batches differ in length
             parts[key] = [_pad_to(part, width) for part in parts[key]]
         return {key: np.concatenate(values) for key, values in parts.items()}
 
     def _encode_batch(self, inputs):
-        image_states, text_states, image_embedding, text_embedding = self.encode_pairs(
-            inputs
+        image = self.backbone.image_tower(inputs["images"])
+        text = self.backbone.text_tower(
+            {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]}
         )
         return {
-            "image_states": image_states,
-            "text_states": text_states,
+            "image_cell_states": image["image_cell_states"],
+            "text_token_states": text["text_token_states"],
             "padding_mask": tf.cast(inputs["padding_mask"], tf.bool),
-            "image_embedding": tf.math.l2_normalize(image_embedding, -1),
-            "text_embedding": tf.math.l2_normalize(text_embedding, -1),
+            "image_unimodal_embedding": tf.math.l2_normalize(
+                image["image_unimodal_embedding"], -1
+            ),
+            "text_unimodal_embedding": tf.math.l2_normalize(
+                text["text_unimodal_embedding"], -1
+            ),
         }
 
     def similarity(
@@ -108,8 +164,8 @@ class SimMIMRetriever(SimMIMPretrainer):
                 f"Direction {direction!r} must be 'text_to_image' or 'image_to_text'."
             )
         # float64: ITM scores lifted by RERANK_OFFSET must keep their order.
-        texts = encoded["text_embedding"].astype(np.float64)
-        images = encoded["image_embedding"].astype(np.float64)
+        texts = encoded["text_unimodal_embedding"].astype(np.float64)
+        images = encoded["image_unimodal_embedding"].astype(np.float64)
         if direction == "text_to_image":
             scores = texts @ images.T
         else:
@@ -126,9 +182,9 @@ class SimMIMRetriever(SimMIMPretrainer):
         itm = self.matching_scores_for(encoded, image_index, text_index, batch_size)
         # ITC logit + ITM log-odds: the match head refines the dual score, it
         # does not replace it (a product of the two models' odds).
-        itc = float(self.contrastive.inverse_temperature()) * np.take_along_axis(
-            scores, candidates, axis=1
-        )
+        itc = float(
+            self.objectives.contrastive.inverse_temperature()
+        ) * np.take_along_axis(scores, candidates, axis=1)
         reranked = scores.copy()
         np.put_along_axis(
             reranked,
@@ -147,15 +203,17 @@ class SimMIMRetriever(SimMIMPretrainer):
     ) -> np.ndarray:
         """ITM scores of the pairs (image `image_index[i]`, text `text_index[i]`)."""
         if self._score_fn is None:
-            self._score_fn = tf.function(self.matching_scores, reduce_retracing=True)
+            self._score_fn = tf.function(
+                self.objectives.matching_scores, reduce_retracing=True
+            )
         scores = []
         for start in range(0, len(image_index), batch_size):
             images = image_index[start : start + batch_size]
             texts = text_index[start : start + batch_size]
             scores.append(
                 self._score_fn(
-                    encoded["image_states"][images],
-                    encoded["text_states"][texts],
+                    encoded["image_cell_states"][images],
+                    encoded["text_token_states"][texts],
                     encoded["padding_mask"][texts],
                 ).numpy()
             )

@@ -1,0 +1,121 @@
+"""Evaluate a trained task on the test artist; metrics as nested dicts, on disk as JSON.
+
+Retrieval metrics: `{"retrieval": {gallery: {direction: {ranking: {"R@1",
+"R@5", "R@10"}}}}}` with gallery `test` (every emoji the test artist draws) or
+`test_held_out` (concepts never seen in training), direction `text_to_image`
+or `image_to_text`, ranking `dual` (the towers' unimodal embeddings) or
+`rerank` (the top `finetune.rerank_k` re-scored by the graph).
+Classification metrics: `{"accuracy": {label: value}}`, plus `group` for a
+subgroup classifier (each predicted subgroup's group, from static metadata).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import keras
+import numpy as np
+
+from simmim_tf.atomic import atomic_write_text
+from simmim_tf.data.emoji_text import load_label_metadata
+from simmim_tf.evaluation.plots import plot_retrieval_grid
+from simmim_tf.evaluation.retrieval import recall_at_k
+from simmim_tf.training.data import make_batches
+
+GALLERIES = ("test", "test_held_out")
+DIRECTIONS = ("text_to_image", "image_to_text")
+RANKINGS = ("dual", "rerank")
+
+
+def evaluate_model(
+    model: keras.Model, config: dict, splits: dict, preprocessor, run_dir=None
+) -> dict:
+    """Metrics of `model` on the test artist (see the module docstring).
+
+    With `run_dir`, a retriever also draws `retrieval_{ranking}_{artist}.png`.
+    """
+    if config["finetune"]["task"] != "retrieve":
+        return classification_metrics(model, config, splits, preprocessor)
+    metrics, grid_scores = {}, {}
+    rerank_k = {"dual": 0, "rerank": config["finetune"]["rerank_k"]}
+    for gallery in GALLERIES:
+        encoded = model.encode(make_batches(config, splits[gallery], preprocessor))
+        relevant = np.arange(len(encoded["padding_mask"]))
+        for direction in DIRECTIONS:
+            for ranking in RANKINGS:
+                scores = model.similarity(encoded, direction, rerank_k=rerank_k[ranking])
+                metrics.setdefault(gallery, {}).setdefault(direction, {})[ranking] = (
+                    recall_at_k(scores, relevant)
+                )
+                if gallery == "test" and direction == "text_to_image":
+                    grid_scores[ranking] = scores
+    if run_dir is not None:
+        _retrieval_grids(
+            splits["test"], grid_scores, run_dir, config["data"]["test_vendor"]
+        )
+    return {"retrieval": metrics}
+
+
+def classification_metrics(model, config: dict, splits, preprocessor) -> dict:
+    """Top-1 accuracy of `finetune.label`; for `subgroup`, also group accuracy."""
+    label = config["finetune"]["label"]
+    batches = make_batches(config, splits["test"], preprocessor, label_key=label)
+    predictions = np.argmax(model.predict(batches, verbose=0), -1)
+    labels = {
+        key: np.array([example[key] for example in splits["test"].as_numpy_iterator()])
+        for key in (label, "group")
+    }
+    accuracy = {label: float(np.mean(predictions == labels[label]))}
+    if label == "subgroup":
+        group_of = np.array(load_label_metadata()["subgroup_groups"])
+        accuracy["group"] = float(np.mean(group_of[predictions] == labels["group"]))
+    return {"accuracy": accuracy}
+
+
+def metric_rows(metrics: dict) -> dict[str, dict[str, float]]:
+    """Table rows of structured metrics: one per (gallery, direction, ranking),
+    or one `accuracy` row."""
+    if "accuracy" in metrics:
+        return {"accuracy": metrics["accuracy"]}
+    return {
+        f"{gallery} {direction} {ranking}": recalls
+        for gallery, by_direction in metrics["retrieval"].items()
+        for direction, by_ranking in by_direction.items()
+        for ranking, recalls in by_ranking.items()
+    }
+
+
+def metrics_path(run_dir: str | pathlib.Path, config: dict) -> pathlib.Path:
+    """`run_dir/metrics_<test artist>.json`: each test artist keeps its own file."""
+    return pathlib.Path(run_dir) / f"metrics_{config['data']['test_vendor']}.json"
+
+
+def write_metrics(run_dir: str | pathlib.Path, config: dict, metrics: dict) -> None:
+    """Write the metrics of one test artist, naming it in the file and its content."""
+    record = {"test_artist": config["data"]["test_vendor"], "metrics": metrics}
+    atomic_write_text(metrics_path(run_dir, config), json.dumps(record, indent=2))
+
+
+def read_metrics(run_dir: str | pathlib.Path, config: dict) -> dict:
+    """The metrics `write_metrics` wrote for the config's test artist."""
+    return json.loads(metrics_path(run_dir, config).read_text())["metrics"]
+
+
+def _retrieval_grids(examples, scores_by_name, run_dir, artist, num_queries=8) -> None:
+    """`retrieval_{name}_{artist}.png` per score matrix; the gallery is read once."""
+    images, texts = [], []
+    for example in examples.as_numpy_iterator():
+        images.append(example["image"])
+        texts.append(example["text"].decode())
+    gallery = np.stack(images)
+    queries = np.linspace(0, len(texts) - 1, num_queries).astype(int)
+    for name, scores in scores_by_name.items():
+        top = np.argsort(-scores[queries], axis=1)[:, :5]
+        plot_retrieval_grid(
+            [texts[q] for q in queries],
+            gallery,
+            top,
+            queries,
+            pathlib.Path(run_dir) / f"retrieval_{name}_{artist}.png",
+        )

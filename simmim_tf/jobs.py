@@ -1,0 +1,99 @@
+"""The jobs behind `simmim-tf pretrain / finetune / evaluate`, the demo and the report.
+
+Each job takes one config dict (the schema and defaults: `DEFAULT_CONFIG` in
+`simmim_tf.training.config`; files and `--set` overrides go through
+`load_config`) and fills a run folder: `config.yaml`, TensorBoard logs,
+checkpoints, a resumable backup, `history.json`, `training_curves.png`, the
+trained model and `metrics_<artist>.json`. Models, checkpoints, backups, the
+config and the JSON files are written atomically.
+
+Where each part lives: data and splits in `simmim_tf.training.data`, the
+models of a config in `simmim_tf.training.tasks`, the training loop in
+`simmim_tf.training.fit`, evaluation in `simmim_tf.evaluation.evaluate`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import keras
+
+from simmim_tf.atomic import atomic_directory, atomic_path
+from simmim_tf.evaluation.evaluate import evaluate_model, write_metrics
+from simmim_tf.training.config import save_config
+from simmim_tf.training.data import load_splits, make_batches
+from simmim_tf.training.fit import fit_model
+from simmim_tf.training.tasks import (
+    build_preprocessor,
+    build_pretrainer,
+    build_task_model,
+)
+
+
+def run_pretrain(config: dict) -> dict:
+    """Pre-train a backbone on image-text pairs (no labels); save it as a preset.
+
+    Returns a dict with `backbone` (the preset folder), `history`, `seconds`.
+    """
+    keras.utils.set_random_seed(config["seed"])
+    run_dir = pathlib.Path(config["run_dir"])
+    save_config(config, run_dir / "config.yaml")
+    splits, _ = load_splits(config)
+    preprocessor = build_preprocessor(config, pretraining=True)
+    pretrainer = build_pretrainer(config)
+    history, seconds = fit_model(
+        pretrainer,
+        config["pretrain"],
+        make_batches(
+            config, splits["train"], preprocessor, training=True, contrastive=True
+        ),
+        make_batches(config, splits["validation"], preprocessor, contrastive=True),
+        run_dir,
+        monitor="val_total_loss",
+    )
+    with atomic_directory(run_dir / "backbone") as folder:
+        pretrainer.backbone.save_to_preset(folder)
+    return {"backbone": str(run_dir / "backbone"), "history": history, "seconds": seconds}
+
+
+def run_finetune(config: dict) -> dict:
+    """Fine-tune for `finetune.task` with `fit`; save `model.keras`; evaluate.
+
+    Returns a dict with `model`, `history`, `seconds` and `metrics` (see
+    `simmim_tf.evaluation.evaluate`).
+    """
+    keras.utils.set_random_seed(config["seed"])
+    run_dir = pathlib.Path(config["run_dir"])
+    save_config(config, run_dir / "config.yaml")
+    splits, builder = load_splits(config)
+    preprocessor = build_preprocessor(config)
+    retrieval = config["finetune"]["task"] == "retrieve"
+    label = None if retrieval else config["finetune"]["label"]
+    num_classes = None if retrieval else builder.info.features[label].num_classes
+    model = build_task_model(config, num_classes)
+    batches = dict(label_key=label, contrastive=retrieval)
+    history, seconds = fit_model(
+        model,
+        config["finetune"],
+        make_batches(config, splits["train"], preprocessor, training=True, **batches),
+        make_batches(config, splits["validation"], preprocessor, **batches),
+        run_dir,
+        monitor="val_total_loss" if retrieval else "val_loss",
+    )
+    with atomic_path(run_dir / "model.keras", suffix=".keras") as temp:
+        model.save(temp)
+    metrics = evaluate_model(model, config, splits, preprocessor, run_dir)
+    write_metrics(run_dir, config, metrics)
+    return {"model": model, "history": history, "seconds": seconds, "metrics": metrics}
+
+
+def evaluate_run(run_dir: str | pathlib.Path, config: dict) -> dict:
+    """Reload a finetune run's `model.keras` and evaluate it under `config`."""
+    model_path = pathlib.Path(run_dir) / "model.keras"
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path} not found: is {run_dir} a finetune run?")
+    model = keras.models.load_model(model_path)
+    splits, _ = load_splits(config)
+    metrics = evaluate_model(model, config, splits, build_preprocessor(config), run_dir)
+    write_metrics(run_dir, config, metrics)
+    return metrics

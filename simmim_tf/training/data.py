@@ -1,0 +1,89 @@
+"""The data of a run: the concept split of the artists, and batches of model inputs.
+
+Protocol: train on one artist's drawings of the *seen* concepts (80 % of the
+emoji, chosen by `concept_held_out`); validate on the same artist's held-out
+concepts; test on another artist: the whole gallery, and the held-out
+concepts alone (emoji never seen in training).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from simmim_tf.data import EmojiTextConfig, emoji_text_builder
+from simmim_tf.data.emoji_text import DEFAULT_VENDORS
+from simmim_tf.data.pipeline import make_dataset
+from simmim_tf.training.splits import split_by_concept
+
+MIN_PAIRS = 2  # contrastive losses need at least 2 pairs in every batch
+
+
+def load_splits(config: dict) -> tuple[dict[str, tf.data.Dataset], object]:
+    """Feature-dict datasets `train`, `validation`, `test`, `test_held_out`, and
+    the TFDS builder (its `info` names the classes)."""
+    data = config["data"]
+    vendors = tuple(dict.fromkeys((data["train_vendor"], data["test_vendor"])))
+    builder_config = (
+        "base"
+        if set(vendors) <= set(DEFAULT_VENDORS)
+        else EmojiTextConfig(name="-".join(vendors), vendors=vendors)
+    )
+    builder = emoji_text_builder(
+        manual_dir=data["manual_dir"], data_dir=data["data_dir"], config=builder_config
+    )
+    split = dict(fraction=data["held_out_fraction"], seed=config["seed"])
+    train_seen, train_held_out = split_by_concept(
+        builder.as_dataset(split=data["train_vendor"]), **split
+    )
+    test = builder.as_dataset(split=data["test_vendor"])
+    _, test_held_out = split_by_concept(test, **split)
+    splits = {
+        "train": train_seen,
+        "validation": train_held_out,
+        "test": test,
+        "test_held_out": test_held_out,
+    }
+    return {name: ds.cache() for name, ds in splits.items()}, builder
+
+
+def make_batches(
+    config: dict,
+    examples: tf.data.Dataset,
+    preprocessor,
+    *,
+    label_key: str | None = None,
+    training: bool = False,
+    contrastive: bool = False,
+) -> tf.data.Dataset:
+    """Batches of model inputs (and labels, with `label_key`), of known length.
+
+    Training drops a last, smaller batch when there is a full one: one batch
+    shape means one traced training step (and a shuffle puts those examples
+    in other batches next epoch). With `contrastive`, a batch of fewer than
+    `MIN_PAIRS` pairs is dropped too (in-batch negatives need a second pair).
+    Otherwise every example is kept: a gallery is scored whole.
+    """
+    batch_size = config["data"]["batch_size"]
+    full, rest = divmod(int(examples.reduce(0, lambda count, _: count + 1)), batch_size)
+    drop_remainder = training and full > 0
+    batches = make_dataset(
+        examples,
+        preprocessor,
+        label_key=label_key,
+        batch_size=batch_size,
+        training=training,
+        seed=config["seed"],
+        drop_remainder=drop_remainder,
+    )
+    if drop_remainder:
+        rest = 0
+    if contrastive:
+        batches = batches.filter(_has_pairs)
+        rest = rest if rest >= MIN_PAIRS else 0
+    # The concept split's filter hides the length; progress bars and the
+    # learning-rate schedule need it.
+    return batches.apply(tf.data.experimental.assert_cardinality(full + (rest > 0)))
+
+
+def _has_pairs(inputs, *labels):
+    return tf.shape(inputs["token_ids"])[0] >= MIN_PAIRS

@@ -1,0 +1,90 @@
+"""The training loop: Keras `fit` with the run's schedule, callbacks and records."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import keras
+import tensorflow as tf
+
+from simmim_tf.atomic import atomic_write_text
+from simmim_tf.evaluation.plots import plot_training_curves
+from simmim_tf.training.callbacks import ScheduledLearningRate, standard_callbacks
+from simmim_tf.training.config import SCHEDULES
+
+# A killed run resumes from at most this many steps back.
+BACKUP_EVERY_STEPS = 20
+
+
+def learning_rate(settings: dict, steps_per_epoch: int):
+    """The learning rate of a `pretrain` or `finetune` config section.
+
+    `"cosine"`: linear warm-up over the first epoch to `learning_rate`, then
+    cosine decay to 0 at the last step (as CLIP trains); `"constant"`: flat.
+    """
+    schedule = settings.get("schedule", "constant")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"Schedule {schedule!r} must be one of {SCHEDULES}.")
+    if schedule == "constant":
+        return settings["learning_rate"]
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        warmup_target=settings["learning_rate"],
+        warmup_steps=steps_per_epoch,
+        decay_steps=max(settings["epochs"] - 1, 1) * steps_per_epoch,
+    )
+
+
+def fit_model(
+    model: keras.Model,
+    settings: dict,
+    train: tf.data.Dataset,
+    validation: tf.data.Dataset,
+    run_dir: pathlib.Path,
+    monitor: str,
+) -> tuple[dict[str, list[float]], float]:
+    """Compile with AdamW on the section's schedule and `fit`; resumable.
+
+    Writes TensorBoard logs, checkpoints and a backup (see
+    `standard_callbacks`), then `history.json` and `training_curves.png`.
+
+    Args:
+        model: keras.Model. Any task (or the pretrainer).
+        settings: dict. The `pretrain` or `finetune` config section.
+        train, validation: batches from `make_batches`.
+        run_dir: path. The run folder.
+        monitor: str. The metric checkpoints and early stopping watch.
+
+    Returns:
+        The history (metric name -> per-epoch floats) and the seconds `fit` took.
+    """
+    if not model.built:  # BackupAndRestore needs built weights to restore into
+        batch = next(iter(train))
+        model(batch[0] if isinstance(batch, tuple) else batch)
+    rate = learning_rate(settings, steps_per_epoch=int(train.cardinality()))
+    callbacks = standard_callbacks(
+        run_dir,
+        monitor=monitor,
+        mode="min",
+        patience=settings.get("patience"),
+        backup_save_freq=BACKUP_EVERY_STEPS,
+    )
+    if callable(rate):
+        callbacks.append(ScheduledLearningRate(rate))
+        rate = float(rate(0))
+    model.compile(optimizer=keras.optimizers.AdamW(rate))
+    start = time.perf_counter()
+    history = model.fit(
+        train,
+        validation_data=validation,
+        epochs=settings["epochs"],
+        shuffle=False,  # the pipeline shuffles, seeded
+        callbacks=callbacks,
+    )
+    seconds = time.perf_counter() - start
+    history = {key: [float(v) for v in values] for key, values in history.history.items()}
+    atomic_write_text(run_dir / "history.json", json.dumps(history, indent=2))
+    plot_training_curves({run_dir.name: history}, run_dir / "training_curves.png")
+    return history, seconds

@@ -1,0 +1,94 @@
+"""The models of a config: backbone, preprocessor and the task that is trained."""
+
+from __future__ import annotations
+
+import keras
+
+from simmim_tf.encoders import build_tokenizer
+from simmim_tf.models.backbone import SimMIMBackbone
+from simmim_tf.models.baseline import LateFusionBaseline
+from simmim_tf.models.classifier import SimMIMClassifier
+from simmim_tf.models.inputs import MODALITIES
+from simmim_tf.models.preprocessor import SimMIMPreprocessor
+from simmim_tf.models.pretrainer import SimMIMPretrainer
+from simmim_tf.models.pretrainer_preprocessor import SimMIMPretrainerPreprocessor
+from simmim_tf.models.retriever import SimMIMRetriever
+from simmim_tf.training.config import TASKS
+
+PRETRAIN_LOSS_WEIGHTS = ("mim_weight", "mlm_weight", "itc_weight", "itm_weight")
+
+
+def build_backbone(config: dict) -> SimMIMBackbone:
+    """The backbone of a config: a preset folder, or new encoders."""
+    model = config["model"]
+    if model["backbone"]:
+        backbone = SimMIMBackbone.from_preset(str(model["backbone"]))
+    else:
+        backbone = SimMIMBackbone.from_encoder_configs(
+            image_encoder=model["image_encoder"],
+            text_encoder=model["text_encoder"],
+            hidden_dim=model["hidden_dim"],
+            num_rounds=model["num_rounds"],
+            num_heads=model["num_heads"],
+            attention_type=model["attention_type"],
+            dropout=model["dropout"],
+        )
+    backbone.text_encoder.trainable = bool(model["train_text_encoder"])
+    return backbone
+
+
+def task_modalities(config: dict) -> tuple[str, ...]:
+    """What the fine-tuned task reads: both for retrieval, else `finetune.modalities`."""
+    if config["finetune"]["task"] == "retrieve":
+        return MODALITIES
+    return tuple(config["finetune"]["modalities"])
+
+
+def build_preprocessor(config: dict, pretraining: bool = False) -> SimMIMPreprocessor:
+    """The fine-tuned task's preprocessor, or with `pretraining` the pretrainer's."""
+    data = config["data"]
+    kwargs = dict(
+        tokenizer=build_tokenizer(),
+        image_size=(data["image_size"], data["image_size"]),
+        sequence_length=data["sequence_length"],
+    )
+    if pretraining:
+        return SimMIMPretrainerPreprocessor(
+            **kwargs,
+            mask_ratio=config["pretrain"]["mask_ratio"],
+            mask_patch_size=config["pretrain"]["mask_patch_size"],
+        )
+    return SimMIMPreprocessor(**kwargs, modalities=task_modalities(config))
+
+
+def build_pretrainer(config: dict) -> SimMIMPretrainer:
+    """A new `SimMIMPretrainer` with the `pretrain` section's loss weights."""
+    weights = {name: config["pretrain"][name] for name in PRETRAIN_LOSS_WEIGHTS}
+    return SimMIMPretrainer(build_backbone(config), **weights)
+
+
+def build_task_model(config: dict, num_classes: int | None = None) -> keras.Model:
+    """A new task model for `finetune.task`: retriever, classifier or baseline.
+
+    Args:
+        config: dict. A run config.
+        num_classes: int. Classes of `finetune.label` (classification only).
+    """
+    task = config["finetune"]["task"]
+    if task not in TASKS:
+        raise ValueError(f"Task {task!r} must be one of {TASKS}.")
+    if task == "retrieve":
+        return SimMIMRetriever(build_backbone(config))
+    if task == "classify":
+        return SimMIMClassifier(
+            backbone=build_backbone(config),
+            num_classes=num_classes,
+            modalities=task_modalities(config),
+        )
+    image_size = config["data"]["image_size"]
+    return LateFusionBaseline(
+        num_classes=num_classes,
+        vocabulary_size=build_tokenizer().vocabulary_size(),
+        image_shape=(image_size, image_size, 3),
+        modalities=task_modalities(config),
+    )

@@ -1,0 +1,90 @@
+"""tools/make_sample.py: reuses the dataset's code and reproduces the sample."""
+
+import filecmp
+import importlib.util
+import json
+import pathlib
+import shutil
+
+import pytest
+
+from simmim_tf.data import emoji_text
+
+TOOL = pathlib.Path(__file__).resolve().parents[1] / "tools" / "make_sample.py"
+EMOJIBASE = emoji_text.emojibase_tarball_name()
+# Emoji of the `component` group, which the sample's en/data.json leaves out:
+# a skin-tone swatch (subgroup skin-tone) and a hair component (hair-style).
+COMPONENTS = [
+    {"label": "light skin tone", "hexcode": "1F3FB", "group": 2, "subgroup": 32},
+    {"label": "red hair", "hexcode": "1F9B0", "group": 2, "subgroup": 33},
+]
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("make_sample", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tool_uses_the_package_definitions(tool):
+    for name in (
+        "COMPONENT_GROUP",
+        "DATASOURCE_VERSION",
+        "EMOJIBASE_VERSION",
+        "is_dataset_emoji",
+        "normalize_hexcode",
+        "read_tar_members",
+        "vendor_image_members",
+    ):
+        assert getattr(tool, name) is getattr(emoji_text, name), name
+    assert tool.SAMPLE_VENDORS == emoji_text.DEFAULT_VENDORS
+
+
+def source_from_sample(tool, folder: pathlib.Path, data_extra: list[dict]):
+    """The committed sample's tarballs, with `data_extra` added to en/data.json."""
+    folder.mkdir()
+    for vendor in emoji_text.DEFAULT_VENDORS:
+        name = emoji_text.datasource_tarball_name(vendor)
+        shutil.copy(emoji_text.SAMPLE_DIR / name, folder / name)
+    files = emoji_text.read_tar_members(
+        emoji_text.SAMPLE_DIR / EMOJIBASE, lambda name: True
+    )
+    data = json.loads(files["package/en/data.json"])
+    files["package/en/data.json"] = json.dumps(data + data_extra).encode()
+    tool.write_tarball(folder / EMOJIBASE, files)
+    return folder
+
+
+def test_sample_of_the_sample_is_the_sample(tool, tmp_path):
+    # The sample as the source (plus the component emoji that the full data has)
+    # gives back the same files, byte for byte.
+    source = source_from_sample(tool, tmp_path / "source", COMPONENTS)
+    out, labels = tmp_path / "sample", tmp_path / "emoji_labels.json"
+    tool.main(["--source", str(source), "--out", str(out), "--labels", str(labels)])
+    names = sorted(p.name for p in emoji_text.SAMPLE_DIR.iterdir())
+    assert sorted(filecmp.dircmp(out, emoji_text.SAMPLE_DIR).common) == names
+    match, mismatch, errors = filecmp.cmpfiles(
+        out,
+        emoji_text.SAMPLE_DIR,
+        [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()],
+        shallow=False,
+    )
+    assert not mismatch and not errors and match
+    # Labels made from it: the committed groups; classes of the sample's emoji.
+    full = json.loads(emoji_text.LABELS_PATH.read_text(encoding="utf-8"))
+    meta = json.loads(labels.read_text(encoding="utf-8"))
+    for key in ("groups", "subgroups", "subgroup_groups"):
+        assert meta[key] == full[key], key
+    assert {h for h, _ in meta["classes"]} < {h for h, _ in full["classes"]}
+
+
+def test_groups_of_subgroups_need_an_emoji_in_each(tool, tmp_path):
+    source = source_from_sample(tool, tmp_path / "source", COMPONENTS[:1])
+    with pytest.raises(ValueError, match=r"no emoji in subgroups \[33\]"):
+        tool.main(
+            ["--source", str(source), "--out", str(tmp_path / "out")]
+            + ["--labels", str(tmp_path / "labels.json")]
+        )
+    assert not (tmp_path / "labels.json").exists()
