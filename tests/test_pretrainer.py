@@ -85,6 +85,30 @@ def test_mim_loss_is_l1_over_the_masked_pixels_only(pretraining_preprocessor, pa
     np.testing.assert_allclose(float(losses["mim"]), error[mask].mean(), rtol=1e-5)
 
 
+def test_mlm_loss_is_cross_entropy_at_the_masked_positions(
+    pretraining_preprocessor, pairs
+):
+    x = pretraining_preprocessor(pairs)
+    only_mlm = SimMIMPretrainer(tiny_backbone(), mim_weight=0, itc_weight=0, itm_weight=0)
+    loss = float(only_mlm(x)["mlm"])
+    # Recomputed: the masked texts through the whole backbone (with the clean
+    # images), the MLM head at the masked positions, numpy cross-entropy.
+    nodes = only_mlm.backbone(
+        {
+            "images": x["images"],
+            "token_ids": x["masked_token_ids"],
+            "padding_mask": x["padding_mask"],
+        }
+    )["text_node_states"]
+    logits = only_mlm.mlm_head(nodes, mask_positions=x["mlm_positions"]).numpy()
+    logits = logits.astype(np.float64) - logits.max(-1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    targets = np.take_along_axis(log_probs, x["mlm_ids"].numpy()[..., None], -1)[..., 0]
+    weights = x["mlm_weights"].numpy()
+    assert weights.sum() > 0 and (weights == 0).any()
+    assert loss == pytest.approx(-(targets * weights).sum() / weights.sum(), rel=1e-4)
+
+
 def test_itc_loss_is_infonce_of_the_unimodal_embeddings(pretraining_preprocessor, pairs):
     x = pretraining_preprocessor(pairs)
     only_itc = SimMIMPretrainer(tiny_backbone(), mim_weight=0, mlm_weight=0, itm_weight=0)
