@@ -3,6 +3,7 @@
 simmim-tf demo                      train + compare on the bundled sample
 simmim-tf data fetch --manual-dir D fetch the full emoji tarballs with npm
 simmim-tf weights fetch             fetch the MiniLM-L6 weights into the Keras cache
+simmim-tf recommend --run-dir R "…" the top-5 emoji for a text, from a retrieval run
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--run-dir", required=True, help="folder of a finetune run")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
+    recommend = commands.add_parser(
+        "recommend", help="the emoji a retrieval run suggests for a text"
+    )
+    recommend.add_argument("--run-dir", required=True, help="a retrieval run folder")
+    recommend.add_argument("texts", nargs="+", help="one or more texts")
+    recommend.add_argument("--k", type=int, default=5, help="emoji per text")
+    recommend.add_argument("--artist", help="gallery artist (default: the run's)")
+    recommend.add_argument("--grid", help="also draw the drawings into this PNG")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -83,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command in ("pretrain", "finetune", "evaluate"):
             run_job(args)
+        elif args.command == "recommend":
+            print_recommendations(args)
         elif args.command == "weights":
             from simmim_tf.encoders import fetch_minilm
 
@@ -141,6 +153,21 @@ def run_job(args: argparse.Namespace) -> None:
         f"{data['test_vendor']} ({metrics_path(config['run_dir'], config)})",
         name_column="gallery, direction, ranking" if "retrieval" in metrics else "",
     )
+
+
+def print_recommendations(args: argparse.Namespace) -> None:
+    """Print each text's emoji: rank, the emoji, its name, the score."""
+    from simmim_tf.recommend import recommend
+
+    found = recommend(
+        args.run_dir, args.texts, k=args.k, artist=args.artist, grid=args.grid
+    )
+    for text, rows in zip(args.texts, found, strict=True):
+        print(f"\n{text}")
+        for rank, row in enumerate(rows, start=1):
+            print(f"{rank:>3}  {row['emoji']}  {row['name']:<40} {row['score']:8.2f}")
+    if args.grid:
+        print(f"\nwrote {args.grid}")
 
 
 if __name__ == "__main__":

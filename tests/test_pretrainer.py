@@ -8,9 +8,10 @@ import pytest
 import tensorflow as tf
 
 import simmim_tf
+from simmim_tf.models.gallery_index import GalleryIndex
 from simmim_tf.models.pretrainer import SimMIMPretrainer
 from simmim_tf.models.pretrainer_preprocessor import SimMIMPretrainerPreprocessor
-from simmim_tf.models.retriever import RERANK_OFFSET, SimMIMRetriever
+from simmim_tf.models.retriever import SimMIMRetriever
 from simmim_tf.pretraining.contrastive import sample_hard_negatives
 from tests.conftest import tiny_backbone
 
@@ -163,29 +164,31 @@ def test_pretrain_fit_lowers_losses_then_finetune_starts_from_it(
     )
 
 
-def test_retriever_reranks_only_the_top_k(preprocessor, pairs):
+def test_retriever_search_reranks_only_the_top_k(preprocessor, pairs):
     retriever = SimMIMRetriever(tiny_backbone())
-    encoded = retriever.encode(
-        tf.data.Dataset.from_tensor_slices(pairs).batch(5).map(preprocessor)
-    )
-    assert encoded["text_token_states"].shape == (12, 12, 16)
-    # The dual scores: cosines of the backbone's unimodal embeddings.
+    batches = tf.data.Dataset.from_tensor_slices(pairs).batch(5).map(preprocessor)
+    images = retriever.index(batches, "image", names=[f"image {i}" for i in range(12)])
+    texts = retriever.index(batches, "text")
+    assert texts.states.shape == (12, 12, 16) and images.states.shape == (12, 16, 16)
+    # The dual scores, computed another way: the backbone's unimodal embeddings.
     outputs = retriever.backbone(preprocessor(pairs))
-    images = tf.math.l2_normalize(outputs["image_unimodal_embedding"], -1).numpy()
-    texts = tf.math.l2_normalize(outputs["text_unimodal_embedding"], -1).numpy()
-    dual = retriever.similarity(encoded)
-    np.testing.assert_allclose(dual, texts @ images.T, atol=1e-5)
+    image = tf.math.l2_normalize(outputs["image_unimodal_embedding"], -1).numpy()
+    text = tf.math.l2_normalize(outputs["text_unimodal_embedding"], -1).numpy()
+    cosine = text @ image.T
+    dual = retriever.search(texts, images, k=12)
+    np.testing.assert_array_equal(dual["indices"], np.argsort(-cosine, axis=1))
+    np.testing.assert_allclose(dual["scores"], -np.sort(-cosine, 1) / 0.07, atol=1e-4)
+    assert dual["names"][0, 0] == f"image {dual['indices'][0, 0]}"
+    assert not dual["reranked"].any()
 
-    reranked = retriever.similarity(encoded, rerank_k=3)
-    top3 = np.argsort(-dual, axis=1)[:, :3]
-    lifted = reranked >= RERANK_OFFSET / 2
-    assert lifted.sum() == 12 * 3
-    np.testing.assert_array_equal(
-        np.sort(np.nonzero(lifted)[1].reshape(12, 3)), np.sort(top3)
-    )
-    # The lifted scores, computed another way: the whole backbone on the raw
-    # (query text, candidate image) pairs, then the ITM head on its readouts.
-    candidates = top3.ravel()
+    found = retriever.search(texts, images, k=5, rerank_k=3)
+    top3 = dual["indices"][:, :3]
+    np.testing.assert_array_equal(np.sort(found["indices"][:, :3]), np.sort(top3))
+    np.testing.assert_array_equal(found["indices"][:, 3:], dual["indices"][:, 3:5])
+    assert found["reranked"][:, :3].all() and not found["reranked"][:, 3:].any()
+    # The re-ranked scores, computed another way: the whole backbone on the
+    # raw (query text, candidate image) pairs, then the ITM head on its readouts.
+    candidates = found["indices"][:, :3].ravel()
     queries = np.repeat(np.arange(12), 3)
     pair_outputs = retriever.backbone(
         preprocessor(
@@ -198,12 +201,34 @@ def test_retriever_reranks_only_the_top_k(preprocessor, pairs):
         pair_outputs["text_graph_embedding"],
     ).numpy()
     itm = (logits[:, 1] - logits[:, 0]).reshape(12, 3)
-    expected = np.take_along_axis(texts @ images.T, top3, 1) / 0.07 + itm
-    np.testing.assert_allclose(
-        np.take_along_axis(reranked, top3, 1) - RERANK_OFFSET, expected, atol=1e-3
-    )
-    # Outside the top k, the dual order is kept.
-    np.testing.assert_array_equal(reranked[~lifted], dual[~lifted])
+    itc = np.take_along_axis(cosine, found["indices"][:, :3], 1) / 0.07
+    np.testing.assert_allclose(found["scores"][:, :3], itc + itm, atol=1e-3)
+    assert (np.diff(found["scores"][:, :3], axis=1) <= 1e-6).all()  # best first
+
+    # Image queries over a text gallery; same-modality search is refused.
+    backwards = retriever.search(images, texts, k=12)
+    np.testing.assert_array_equal(backwards["indices"], np.argsort(-cosine.T, axis=1))
+    with pytest.raises(ValueError, match="both images"):
+        retriever.search(images, images)
+
+
+def test_gallery_index_round_trips_and_refuses_foreign_files(
+    tmp_path, preprocessor, pairs
+):
+    retriever = SimMIMRetriever(tiny_backbone())
+    batches = tf.data.Dataset.from_tensor_slices(pairs).batch(5).map(preprocessor)
+    index = retriever.index(batches, "text", ids=list("abcdefghijkl"))
+    loaded = GalleryIndex.load(index.save(tmp_path / "index.npz"))
+    assert loaded.modality == "text" and list(loaded.ids) == list("abcdefghijkl")
+    for field in ("embeddings", "states", "padding_mask", "names"):
+        np.testing.assert_array_equal(getattr(loaded, field), getattr(index, field))
+    with pytest.raises(FileNotFoundError, match="No gallery index"):
+        GalleryIndex.load(tmp_path / "missing.npz")
+    (tmp_path / "other.npz").write_bytes(b"not an index")
+    with pytest.raises(ValueError, match="not a gallery index"):
+        GalleryIndex.load(tmp_path / "other.npz")
+    with pytest.raises(ValueError, match="names has 2 items"):
+        GalleryIndex(**{**vars(index), "names": np.array(["x", "y"])})
 
 
 def test_classifier_modalities_read_only_their_inputs(backbone, preprocessor, pairs):

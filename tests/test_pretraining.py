@@ -102,17 +102,19 @@ def test_infonce_temperature_is_learnable():
 
 
 def test_recall_at_k_on_a_hand_computed_example():
-    similarity = np.array(
+    rankings = np.array(
         [
-            [0.9, 0.1, 0.2, 0.0],  # relevant 0 ranks 1st
-            [0.5, 0.4, 0.6, 0.7],  # relevant 1 ranks 4th
-            [0.3, 0.8, 0.5, 0.1],  # relevant 2 ranks 2nd
+            [0, 2, 1, 3],  # relevant 0 ranks 1st
+            [3, 2, 0, 1],  # relevant 1 ranks 4th
+            [1, 2, 0, 3],  # relevant 2 ranks 2nd
         ]
     )
-    got = recall_at_k(similarity, np.array([0, 1, 2]), ks=(1, 2, 4))
+    got = recall_at_k(rankings, np.array([0, 1, 2]), ks=(1, 2, 4))
     assert got == {"R@1": 1 / 3, "R@2": 2 / 3, "R@4": 1.0}
-    with pytest.raises(ValueError, match="Expected similarity"):
-        recall_at_k(similarity, np.array([0, 1]))
+    # A ranking cut at depth 2: an item below it counts as missed.
+    assert recall_at_k(rankings[:, :2], np.array([0, 1, 2]), ks=(2,)) == {"R@2": 2 / 3}
+    with pytest.raises(ValueError, match="Expected rankings"):
+        recall_at_k(rankings, np.array([0, 1]))
 
 
 def _matching_pairs(count: int, width: int, seed: int):

@@ -12,6 +12,7 @@ import simmim_tf
 from simmim_tf.cli import main
 from simmim_tf.data import load_emoji_text
 from simmim_tf.evaluation.evaluate import metric_rows
+from simmim_tf.recommend import emoji_characters, recommend
 from simmim_tf.training.config import DEFAULT_CONFIG, load_config
 from simmim_tf.training.data import load_splits, make_batches
 from simmim_tf.training.fit import learning_rate
@@ -91,6 +92,34 @@ def test_pretrain_then_finetune_from_it_then_evaluate(config_file, tmp_path, cap
     assert "tested on twitter" in capsys.readouterr().out
     assert not (fine / "metrics.json").exists()
 
+    # Recommend: the dual top candidates, re-ranked, as the CLI prints them.
+    query = "slice of pizza"
+    grid = tmp_path / "pizza.png"
+    args = ["recommend", "--run-dir", str(fine), query, "--grid", str(grid)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert grid.is_file() and (fine / "index_google.npz").is_file()
+    found = recommend(fine, [query], k=5)[0]  # the cached index, loaded
+    examples = _test_examples(saved)
+    inputs = _raw_test_inputs(saved, build_preprocessor(saved))
+    images = tf.math.l2_normalize(
+        fine_tuned.image_tower(inputs["images"])["image_unimodal_embedding"], -1
+    )
+    text_preprocessor = build_preprocessor(saved, modalities=("text",))
+    text = fine_tuned.text_tower(text_preprocessor({"texts": [query]}))
+    text = tf.math.l2_normalize(text["text_unimodal_embedding"], -1)
+    dual = np.argsort(-(text.numpy() @ images.numpy().T)[0])
+    hexcodes = [example["hexcode"].numpy().decode() for example in examples]
+    rerank_k = saved["finetune"]["rerank_k"]
+    got = [row["hexcode"] for row in found]
+    assert set(got[:rerank_k]) == {hexcodes[i] for i in dual[:rerank_k]}
+    assert got[rerank_k:] == [hexcodes[i] for i in dual[rerank_k:5]]
+    assert [row["reranked"] for row in found] == [True] * rerank_k + [False] * (
+        5 - rerank_k
+    )
+    for rank, row in enumerate(found, start=1):
+        assert f"{rank:>3}  {emoji_characters(row['hexcode'])}  {row['name']}" in printed
+
 
 @pytest.mark.parametrize(
     "task, modalities",
@@ -141,6 +170,11 @@ def _raw_test_inputs(config, preprocessor):
             "texts": np.array([e["text"].numpy() for e in examples]),
         }
     )
+
+
+def test_emoji_characters_from_hexcodes():
+    assert emoji_characters("1F355") == "🍕"
+    assert emoji_characters("1F468-200D-1F373") == "👨‍🍳"
 
 
 def test_config_errors_are_clear(tmp_path, capsys):

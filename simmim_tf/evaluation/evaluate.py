@@ -26,6 +26,7 @@ from simmim_tf.training.data import make_batches
 GALLERIES = ("test", "test_held_out")
 DIRECTIONS = ("text_to_image", "image_to_text")
 RANKINGS = ("dual", "rerank")
+RECALL_AT = (1, 5, 10)
 
 
 def evaluate_model(
@@ -37,22 +38,31 @@ def evaluate_model(
     """
     if config["finetune"]["task"] != "retrieve":
         return classification_metrics(model, config, splits, preprocessor)
-    metrics, grid_scores = {}, {}
+    metrics, grid_rankings = {}, {}
     rerank_k = {"dual": 0, "rerank": config["finetune"]["rerank_k"]}
     for gallery in GALLERIES:
-        encoded = model.encode(make_batches(config, splits[gallery], preprocessor))
-        relevant = np.arange(len(encoded["padding_mask"]))
+        batches = make_batches(config, splits[gallery], preprocessor)
+        # Pair i is text i with image i: each side is the other's gallery.
+        encoded = {m: model.index(batches, m) for m in ("image", "text")}
+        relevant = np.arange(len(encoded["image"]))
         for direction in DIRECTIONS:
+            queries, items = (
+                (encoded["text"], encoded["image"])
+                if direction == "text_to_image"
+                else (encoded["image"], encoded["text"])
+            )
             for ranking in RANKINGS:
-                scores = model.similarity(encoded, direction, rerank_k=rerank_k[ranking])
+                found = model.search(
+                    queries, items, k=max(RECALL_AT), rerank_k=rerank_k[ranking]
+                )
                 metrics.setdefault(gallery, {}).setdefault(direction, {})[ranking] = (
-                    recall_at_k(scores, relevant)
+                    recall_at_k(found["indices"], relevant, RECALL_AT)
                 )
                 if gallery == "test" and direction == "text_to_image":
-                    grid_scores[ranking] = scores
+                    grid_rankings[ranking] = found["indices"]
     if run_dir is not None:
         _retrieval_grids(
-            splits["test"], grid_scores, run_dir, config["data"]["test_vendor"]
+            splits["test"], grid_rankings, run_dir, config["data"]["test_vendor"]
         )
     return {"retrieval": metrics}
 
@@ -102,20 +112,19 @@ def read_metrics(run_dir: str | pathlib.Path, config: dict) -> dict:
     return json.loads(metrics_path(run_dir, config).read_text())["metrics"]
 
 
-def _retrieval_grids(examples, scores_by_name, run_dir, artist, num_queries=8) -> None:
-    """`retrieval_{name}_{artist}.png` per score matrix; the gallery is read once."""
+def _retrieval_grids(examples, rankings_by_name, run_dir, artist, num_queries=8) -> None:
+    """`retrieval_{name}_{artist}.png` per ranking; the gallery is read once."""
     images, texts = [], []
     for example in examples.as_numpy_iterator():
         images.append(example["image"])
         texts.append(example["text"].decode())
     gallery = np.stack(images)
     queries = np.linspace(0, len(texts) - 1, num_queries).astype(int)
-    for name, scores in scores_by_name.items():
-        top = np.argsort(-scores[queries], axis=1)[:, :5]
+    for name, rankings in rankings_by_name.items():
         plot_retrieval_grid(
             [texts[q] for q in queries],
             gallery,
-            top,
+            rankings[queries],
             queries,
             pathlib.Path(run_dir) / f"retrieval_{name}_{artist}.png",
         )

@@ -192,7 +192,7 @@ def plot_retrieval_grid(
     queries: Sequence[str],
     gallery_images: np.ndarray,
     top_indices: np.ndarray,
-    relevant: np.ndarray,
+    relevant: np.ndarray | None,
     path: str | os.PathLike,
     *,
     k: int = 5,
@@ -210,7 +210,7 @@ def plot_retrieval_grid(
         top_indices: `[Q, >=k]` int array. Gallery indices of each query's
             ranking, best first (e.g. `np.argsort(-similarity, axis=1)`).
         relevant: `[Q]` int array. The gallery index of each query's correct
-            image.
+            image; None when there is none (a free-text query): no marks.
         path: str or path-like. The `.png` file to (over)write.
         k: int. How many images to show per query.
 
@@ -227,8 +227,9 @@ def plot_retrieval_grid(
     """
     gallery_images = np.asarray(gallery_images)
     top_indices = np.asarray(top_indices)
-    relevant = np.asarray(relevant)
     num_queries = len(queries)
+    marked = relevant is not None
+    relevant = np.asarray(relevant) if marked else np.zeros(num_queries, int)
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise ValueError(f"`k` must be a positive int; got {k!r}.")
     if num_queries == 0:
@@ -282,7 +283,7 @@ def plot_retrieval_grid(
         text_axis = figure.add_subplot(grid[row, 0])
         text_axis.axis("off")
         text_axis.text(0.0, 0.5, _query_text(query), va="center", ha="left", fontsize=9)
-        if relevant[row] not in ranking:
+        if marked and relevant[row] not in ranking:
             text_axis.text(
                 0.0,
                 0.0,
@@ -294,7 +295,7 @@ def plot_retrieval_grid(
                 color="0.4",
             )
         for rank, index in enumerate(ranking, start=1):
-            hit = index == relevant[row]
+            hit = marked and index == relevant[row]
             axis = figure.add_subplot(grid[row, rank])
             axis.imshow(gallery_images[index], interpolation="nearest")
             axis.set_xticks([])
@@ -306,6 +307,7 @@ def plot_retrieval_grid(
                 pad=3,
             )
             for spine in axis.spines.values():
-                spine.set_color(HIT_COLOUR if hit else MISS_COLOUR)
-                spine.set_linewidth(4)
+                if marked:
+                    spine.set_color(HIT_COLOUR if hit else MISS_COLOUR)
+                    spine.set_linewidth(4)
     return save_figure(figure, path)

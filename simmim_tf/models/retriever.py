@@ -7,10 +7,9 @@ import numpy as np
 import tensorflow as tf
 
 from simmim_tf.models.backbone import SimMIMBackbone
+from simmim_tf.models.gallery_index import GalleryIndex
+from simmim_tf.models.inputs import MODALITIES
 from simmim_tf.models.pretrainer import SimMIMPretrainer
-
-# Re-ranked candidates are lifted above every other gallery item by this much.
-RERANK_OFFSET = 1e6
 
 
 @keras.saving.register_keras_serializable(package="simmim_tf")
@@ -34,9 +33,10 @@ class SimMIMRetriever(keras.Model):
     retriever = SimMIMRetriever(backbone)
     retriever.compile(optimizer=keras.optimizers.AdamW(1e-4))
     retriever.fit(pair_batches, epochs=10)
-    encoded = retriever.encode(test_batches)
-    scores = retriever.similarity(encoded, "text_to_image", rerank_k=10)
-    recall_at_k(scores, np.arange(len(scores)))
+    images = retriever.index(test_batches, "image", ids=hexcodes, names=labels)
+    texts = retriever.index(test_batches, "text")
+    found = retriever.search(texts, images, k=10, rerank_k=16)
+    recall_at_k(found["indices"], np.arange(len(texts)))
     ```
     """
 
@@ -65,7 +65,7 @@ class SimMIMRetriever(keras.Model):
         self.itc_weight = itc_weight
         self.itm_weight = itm_weight
         self.initial_temperature = initial_temperature
-        self._encode_fn = None
+        self._encode_fns = {}
         self._score_fn = None
 
     def build(self, input_shape=None):
@@ -99,125 +99,163 @@ class SimMIMRetriever(keras.Model):
         config["backbone"] = keras.layers.deserialize(config["backbone"])
         return cls(**config)
 
-    def encode(self, batches: tf.data.Dataset) -> dict[str, np.ndarray]:
-        """Encode a dataset of model inputs (or `(inputs, labels)`) once.
+    def index(
+        self,
+        batches: tf.data.Dataset,
+        modality: str = "image",
+        *,
+        ids=None,
+        names=None,
+    ) -> GalleryIndex:
+        """Encode the `modality` side of batched model inputs once.
 
-        Returns numpy arrays: the towers' `image_cell_states`,
-        `text_token_states` and `padding_mask`, and the L2-normalised
-        `image_unimodal_embedding` and `text_unimodal_embedding`.
+        Args:
+            batches: dataset of model-input dicts (or `(inputs, labels)`)
+                holding `images`, or `token_ids` and `padding_mask`.
+            modality: `"image"` or `"text"`.
+            ids: sequence of str, one per item (default: "0", "1", ...).
+            names: sequence of str, one per item (default: the ids).
+
+        Returns:
+            A `GalleryIndex`: a gallery to search, or queries to search with.
         """
-        if self._encode_fn is None:
-            self._encode_fn = tf.function(self._encode_batch, reduce_retracing=True)
+        if modality not in MODALITIES:
+            raise ValueError(f"Modality {modality!r} must be one of {MODALITIES}.")
+        if modality not in self._encode_fns:
+            self._encode_fns[modality] = tf.function(
+                getattr(self, f"_encode_{modality}s"), reduce_retracing=True
+            )
         parts: dict[str, list] = {}
         progress = keras.utils.Progbar(batches.cardinality().numpy(), unit_name="batch")
         for batch in batches:
             inputs = batch[0] if isinstance(batch, tuple) else batch
-            for key, value in self._encode_fn(inputs).items():
+            for key, value in self._encode_fns[modality](inputs).items():
                 parts.setdefault(key, []).append(value.numpy())
             progress.add(1)
         width = max(part.shape[1] for part in parts["padding_mask"])
-        for key in ("text_token_states", "padding_mask"):  # batches differ in length
+        for key in ("states", "padding_mask"):  # text batches differ in length
             parts[key] = [_pad_to(part, width) for part in parts[key]]
-        return {key: np.concatenate(values) for key, values in parts.items()}
+        encoded = {key: np.concatenate(values) for key, values in parts.items()}
+        ids = np.arange(len(encoded["embeddings"])).astype(str) if ids is None else ids
+        return GalleryIndex(
+            modality=modality,
+            ids=np.asarray(ids, dtype=str),
+            names=np.asarray(ids if names is None else names, dtype=str),
+            **encoded,
+        )
 
-    def _encode_batch(self, inputs):
+    def _encode_images(self, inputs) -> dict:
         image = self.backbone.image_tower(inputs["images"])
+        states = image["image_cell_states"]
+        return {
+            "embeddings": tf.math.l2_normalize(image["image_unimodal_embedding"], -1),
+            "states": states,
+            "padding_mask": tf.ones(tf.shape(states)[:2], tf.bool),
+        }
+
+    def _encode_texts(self, inputs) -> dict:
         text = self.backbone.text_tower(
             {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]}
         )
         return {
-            "image_cell_states": image["image_cell_states"],
-            "text_token_states": text["text_token_states"],
+            "embeddings": tf.math.l2_normalize(text["text_unimodal_embedding"], -1),
+            "states": text["text_token_states"],
             "padding_mask": tf.cast(inputs["padding_mask"], tf.bool),
-            "image_unimodal_embedding": tf.math.l2_normalize(
-                image["image_unimodal_embedding"], -1
-            ),
-            "text_unimodal_embedding": tf.math.l2_normalize(
-                text["text_unimodal_embedding"], -1
-            ),
         }
 
-    def similarity(
+    def search(
         self,
-        encoded: dict[str, np.ndarray],
-        direction: str = "text_to_image",
+        queries: GalleryIndex,
+        gallery: GalleryIndex,
+        k: int = 10,
         *,
         rerank_k: int = 0,
         batch_size: int = 256,
-    ) -> np.ndarray:
-        """Score every query against the whole gallery, `[queries, gallery]`.
+    ) -> dict[str, np.ndarray]:
+        """The top `k` gallery items of each query, best first.
 
-        Queries and gallery are the texts and images of `encoded` (pair i is
-        text i with image i). With `rerank_k > 0` each query's top `rerank_k`
-        dual-encoder candidates are re-scored and placed first: ITC logit
-        (cosine / T) plus the graph's ITM log-odds; the rest keep their
-        dual-encoder order.
+        The dual encoder ranks the whole gallery by cosine; with
+        `rerank_k > 0` each query's first `rerank_k` candidates are re-scored
+        by ITC logit (cosine / T) plus the graph's ITM log-odds, computed on
+        the query and the candidate together, and re-ordered; the rest keep
+        the dual order below them.
 
         Args:
-            encoded: output of `encode`.
-            direction: `"text_to_image"` or `"image_to_text"`.
+            queries: `GalleryIndex` of the other modality (from `index`).
+            gallery: `GalleryIndex` to search.
+            k: int. Results per query (at most the gallery size).
             rerank_k: int. Candidates re-ranked by the graph per query.
             batch_size: int. Pairs per graph pass while re-ranking.
-        """
-        if direction not in ("text_to_image", "image_to_text"):
-            raise ValueError(
-                f"Direction {direction!r} must be 'text_to_image' or 'image_to_text'."
-            )
-        # float64: ITM scores lifted by RERANK_OFFSET must keep their order.
-        texts = encoded["text_unimodal_embedding"].astype(np.float64)
-        images = encoded["image_unimodal_embedding"].astype(np.float64)
-        if direction == "text_to_image":
-            scores = texts @ images.T
-        else:
-            scores = images @ texts.T
-        if rerank_k <= 0:
-            return scores
-        rerank_k = min(rerank_k, scores.shape[1])
-        candidates = np.argsort(-scores, axis=1)[:, :rerank_k]  # [Q, k]
-        queries = np.repeat(np.arange(scores.shape[0]), rerank_k)
-        if direction == "text_to_image":
-            text_index, image_index = queries, candidates.ravel()
-        else:
-            image_index, text_index = queries, candidates.ravel()
-        itm = self.matching_scores_for(encoded, image_index, text_index, batch_size)
-        # ITC logit + ITM log-odds: the match head refines the dual score, it
-        # does not replace it (a product of the two models' odds).
-        itc = float(
-            self.objectives.contrastive.inverse_temperature()
-        ) * np.take_along_axis(scores, candidates, axis=1)
-        reranked = scores.copy()
-        np.put_along_axis(
-            reranked,
-            candidates,
-            RERANK_OFFSET + itc + itm.astype(np.float64).reshape(candidates.shape),
-            axis=1,
-        )
-        return reranked
 
-    def matching_scores_for(
+        Returns:
+            A dict: `indices` int `[Q, k]` (rows of the gallery), `ids` and
+            `names` str `[Q, k]`, `scores` float `[Q, k]` (ITC logit, plus the
+            ITM log-odds where re-ranked) and `reranked` bool `[Q, k]`.
+        """
+        if queries.modality == gallery.modality:
+            raise ValueError(
+                f"Queries and gallery are both {gallery.modality}s; search one "
+                "modality with the other."
+            )
+        if k <= 0 or rerank_k < 0:
+            raise ValueError(f"k={k} must be > 0 and rerank_k={rerank_k} >= 0.")
+        depth = min(max(k, rerank_k), len(gallery))
+        cosine = queries.embeddings @ gallery.embeddings.T  # [Q, N]
+        top = np.argsort(-cosine, axis=1, kind="stable")[:, :depth]
+        inverse_temperature = float(self.objectives.contrastive.inverse_temperature())
+        scores = inverse_temperature * np.take_along_axis(cosine, top, axis=1)
+        reranked = np.zeros(top.shape, bool)
+        rerank_k = min(rerank_k, depth)
+        if rerank_k:
+            candidates = top[:, :rerank_k]
+            rescored = scores[:, :rerank_k] + self._matching_scores(
+                queries, gallery, candidates, batch_size
+            )
+            order = np.argsort(-rescored, axis=1, kind="stable")
+            top[:, :rerank_k] = np.take_along_axis(candidates, order, axis=1)
+            scores[:, :rerank_k] = np.take_along_axis(rescored, order, axis=1)
+            reranked[:, :rerank_k] = True
+        top, scores, reranked = top[:, :k], scores[:, :k], reranked[:, :k]
+        return {
+            "indices": top,
+            "ids": gallery.ids[top],
+            "names": gallery.names[top],
+            "scores": scores,
+            "reranked": reranked,
+        }
+
+    def _matching_scores(
         self,
-        encoded: dict[str, np.ndarray],
-        image_index: np.ndarray,
-        text_index: np.ndarray,
-        batch_size: int = 256,
+        queries: GalleryIndex,
+        gallery: GalleryIndex,
+        candidates: np.ndarray,
+        batch_size: int,
     ) -> np.ndarray:
-        """ITM scores of the pairs (image `image_index[i]`, text `text_index[i]`)."""
+        """ITM log-odds `[Q, r]` of each query with each of its candidates."""
         if self._score_fn is None:
             self._score_fn = tf.function(
                 self.objectives.matching_scores, reduce_retracing=True
             )
+        query_rows = np.repeat(np.arange(len(candidates)), candidates.shape[1])
+        gallery_rows = candidates.ravel()
+        if queries.modality == "image":
+            images, texts = queries, gallery
+            image_rows, text_rows = query_rows, gallery_rows
+        else:
+            images, texts = gallery, queries
+            image_rows, text_rows = gallery_rows, query_rows
         scores = []
-        for start in range(0, len(image_index), batch_size):
-            images = image_index[start : start + batch_size]
-            texts = text_index[start : start + batch_size]
+        for start in range(0, len(query_rows), batch_size):
+            image_batch = image_rows[start : start + batch_size]
+            text_batch = text_rows[start : start + batch_size]
             scores.append(
                 self._score_fn(
-                    encoded["image_cell_states"][images],
-                    encoded["text_token_states"][texts],
-                    encoded["padding_mask"][texts],
+                    images.states[image_batch],
+                    texts.states[text_batch],
+                    texts.padding_mask[text_batch],
                 ).numpy()
             )
-        return np.concatenate(scores)
+        return np.concatenate(scores).reshape(candidates.shape)
 
 
 def _pad_to(array: np.ndarray, width: int) -> np.ndarray:

@@ -44,8 +44,15 @@ def task_modalities(config: dict) -> tuple[str, ...]:
     return tuple(config["finetune"]["modalities"])
 
 
-def build_preprocessor(config: dict, pretraining: bool = False) -> SimMIMPreprocessor:
-    """The fine-tuned task's preprocessor, or with `pretraining` the pretrainer's."""
+def build_preprocessor(
+    config: dict,
+    pretraining: bool = False,
+    modalities: tuple[str, ...] | None = None,
+) -> SimMIMPreprocessor:
+    """The fine-tuned task's preprocessor, or with `pretraining` the pretrainer's.
+
+    `modalities` overrides what it reads (e.g. `("text",)` for text queries).
+    """
     data = config["data"]
     kwargs = dict(
         tokenizer=build_tokenizer(),
@@ -58,7 +65,7 @@ def build_preprocessor(config: dict, pretraining: bool = False) -> SimMIMPreproc
             mask_ratio=config["pretrain"]["mask_ratio"],
             mask_patch_size=config["pretrain"]["mask_patch_size"],
         )
-    return SimMIMPreprocessor(**kwargs, modalities=task_modalities(config))
+    return SimMIMPreprocessor(**kwargs, modalities=modalities or task_modalities(config))
 
 
 def build_pretrainer(config: dict) -> SimMIMPretrainer:
