@@ -4,11 +4,13 @@ simmim-tf demo                      train + compare on the bundled sample
 simmim-tf data fetch --manual-dir D fetch the full emoji tarballs with npm
 simmim-tf weights fetch             fetch the MiniLM-L6 weights into the Keras cache
 simmim-tf recommend --run-dir R "…" the top-5 emoji for a text, from a retrieval run
+simmim-tf export --run-dir R --name N  a versioned SavedModel for TensorFlow Serving
 """
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
 
@@ -77,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     recommend.add_argument("--artist", help="gallery artist (default: the run's)")
     recommend.add_argument("--grid", help="also draw the drawings into this PNG")
 
+    export = commands.add_parser(
+        "export", help="export a run as savedmodels/NAME/VERSION for TF Serving"
+    )
+    export.add_argument("--run-dir", required=True, help="a finetune run folder")
+    export.add_argument("--name", required=True, help="the TF Serving model name")
+    export.add_argument("--version", type=int, help="default: the next integer")
+    export.add_argument("--base", default="savedmodels", help="TF Serving base folder")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -95,6 +105,15 @@ def main(argv: list[str] | None = None) -> int:
             run_job(args)
         elif args.command == "recommend":
             print_recommendations(args)
+        elif args.command == "export":
+            from simmim_tf.export import export_run
+
+            path = export_run(
+                args.run_dir, args.name, base=args.base, version=args.version
+            )
+            print(
+                f"exported {path} (listed in {pathlib.Path(args.base) / 'models.config'})"
+            )
         elif args.command == "weights":
             from simmim_tf.encoders import fetch_minilm
 
@@ -120,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             for path in paths:
                 print(path)
-    except (FileNotFoundError, RuntimeError, ValueError, KeyError) as error:
+    except (OSError, RuntimeError, ValueError, KeyError) as error:
         print(f"simmim-tf: error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -128,8 +147,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_job(args: argparse.Namespace) -> None:
     """Run `pretrain`, `finetune` or `evaluate` and print its metrics."""
-    import pathlib
-
     from simmim_tf import jobs
     from simmim_tf.evaluation.evaluate import metric_rows, metrics_path
     from simmim_tf.evaluation.report import print_table

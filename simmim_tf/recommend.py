@@ -64,9 +64,15 @@ def recommend(
         )
     if artist is not None:
         config["data"]["test_vendor"] = artist
-    retriever = keras.models.load_model(run_dir / "model.keras")
-    preprocessor = build_preprocessor(config)
-    gallery, examples = _gallery(retriever, config, preprocessor, run_dir)
+    model_file = run_dir / "model.keras"
+    retriever = keras.models.load_model(model_file)
+    # The gallery is encoded once per model: rebuilt when the model is newer.
+    cache = run_dir / f"index_{config['data']['test_vendor']}.npz"
+    if cache.is_file() and cache.stat().st_mtime >= model_file.stat().st_mtime:
+        gallery, examples = GalleryIndex.load(cache), gallery_examples(config)[0]
+    else:
+        gallery, examples = gallery_index(retriever, config)
+        gallery.save(cache)
     if not texts:
         raise ValueError("No text to recommend emoji for.")
     text_preprocessor = build_preprocessor(config, modalities=("text",))
@@ -100,20 +106,31 @@ def recommend(
     ]
 
 
-def _gallery(retriever, config: dict, preprocessor, run_dir: pathlib.Path):
-    """The artist's gallery index (cached beside the model) and its examples."""
+def gallery_examples(config: dict) -> tuple[list[dict], object]:
+    """Every example of the config's test artist, in order, and the TFDS builder."""
     splits, builder = load_splits(config)
-    examples = list(splits["test"].as_numpy_iterator())
-    path = run_dir / f"index_{config['data']['test_vendor']}.npz"
-    model_time = (run_dir / "model.keras").stat().st_mtime
-    if path.is_file() and path.stat().st_mtime >= model_time:
-        return GalleryIndex.load(path), examples
+    return list(splits["test"].as_numpy_iterator()), builder
+
+
+def gallery_index(retriever, config: dict) -> tuple[GalleryIndex, list[dict]]:
+    """The test artist's drawings as a `GalleryIndex` (ids: hexcodes, names:
+    labels), and its examples in the same order."""
+    examples, builder = gallery_examples(config)
     labels = builder.info.features["label"]
+    batches = make_batches(
+        config,
+        tf.data.Dataset.from_tensor_slices(
+            {
+                "image": [e["image"] for e in examples],
+                "text": [e["text"] for e in examples],
+            }
+        ),
+        build_preprocessor(config),
+    )
     index = retriever.index(
-        make_batches(config, splits["test"], preprocessor),
+        batches,
         "image",
         ids=[example["hexcode"].decode() for example in examples],
         names=[labels.int2str(int(example["label"])) for example in examples],
     )
-    index.save(path)
     return index, examples

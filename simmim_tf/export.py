@@ -1,0 +1,306 @@
+"""Export a run as a versioned SavedModel for TensorFlow Serving: `simmim-tf export`.
+
+`savedmodels/NAME/VERSION/` is TF Serving's layout; `savedmodels/models.config`
+lists every exported model (TF Serving's model config text proto, base paths
+under `/models`, where the container mounts `savedmodels/`). Each version is
+written into a temporary folder and renamed into place: an existing version
+is never overwritten, and a failed export leaves nothing behind.
+
+Every signature takes raw data; decoding, resizing, normalising and the BERT
+tokenizer (TF Text ops) run inside the graph, so a client needs only
+`tensorflow` and `tensorflow_text`:
+
+- classifier runs, `serving_default`: `image_bytes` string `[B]` and/or `text`
+  string `[B]` (the run's modalities) -> `probabilities` `[B, C]`, `class_id`
+  int64 `[B]`, `class_name` string `[B]`, `fused_embedding` `[B, d]`.
+- retrieval runs: `embed_image` (`image_bytes`) and `embed_text` (`text`) ->
+  `embedding` `[B, d]` (L2-normalised unimodal embeddings); `match`
+  (`image_bytes`, `text`) -> `itm_probability` and `itc_score` `[B]`;
+  `search` (`text` `[B]`, `k` int32 scalar) -> `ids`, `names`, `scores`
+  `[B, k]` over the run's test-artist gallery (baked into the model),
+  re-ranked by the graph like `SimMIMRetriever.search`.
+
+`assets/serving.json` records the TensorFlow and TF Text versions the model
+was exported with and the minimum TF Serving release that loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+import tensorflow_text
+
+from simmim_tf.atomic import atomic_write_text
+from simmim_tf.training.config import DEFAULT_CONFIG, load_config
+from simmim_tf.training.data import load_splits
+from simmim_tf.training.tasks import build_preprocessor
+
+MODELS_CONFIG = "models.config"
+# Where the tensorflow/serving container sees `savedmodels/` (see README).
+SERVING_ROOT = "/models"
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    name: str,
+    *,
+    base: str | os.PathLike = "savedmodels",
+    version: int | None = None,
+) -> pathlib.Path:
+    """Export a `finetune` run's `model.keras` as `base/name/version/`.
+
+    Args:
+        run_dir: a finetune run folder (task `retrieve` or `classify`).
+        name: str. The TF Serving model name (letters, digits, `_.-`).
+        base: the TF Serving base folder that holds `models.config`.
+        version: int. Default: one more than the highest existing version.
+
+    Returns:
+        The new version folder.
+
+    Example:
+    ```python
+    export_run("runs/ret", "emoji")  # savedmodels/emoji/1/
+    ```
+    """
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"Model name {name!r} must match {_NAME.pattern}.")
+    run_dir = pathlib.Path(run_dir)
+    model_path = run_dir / "model.keras"
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path} not found: is {run_dir} a finetune run?")
+    config = load_config(run_dir / "config.yaml", defaults=DEFAULT_CONFIG)
+    task = config["finetune"]["task"]
+    if task not in ("retrieve", "classify"):
+        raise ValueError(
+            f"{run_dir} is a {task!r} run; export takes SimMIM runs "
+            "(finetune.task retrieve or classify)."
+        )
+    model_dir = pathlib.Path(base) / name
+    versions = [int(p.name) for p in model_dir.glob("*") if p.name.isdigit()]
+    version = max(versions, default=0) + 1 if version is None else version
+    if version <= 0:
+        raise ValueError(f"Version {version} must be a positive integer.")
+    target = model_dir / str(version)
+    if target.exists():
+        raise FileExistsError(f"{target} exists; versions are never overwritten.")
+    model = keras.models.load_model(model_path)
+    if task == "retrieve":
+        module = retrieval_module(model, config)
+    else:
+        module = classifier_module(model, config)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    temp = tempfile.mkdtemp(dir=model_dir, prefix=f".{version}.", suffix=".tmp")
+    try:
+        tf.saved_model.save(module, temp, signatures=module.serving_signatures())
+        assets = pathlib.Path(temp) / "assets"
+        assets.mkdir(exist_ok=True)
+        (assets / "serving.json").write_text(json.dumps(serving_versions(), indent=2))
+        os.rename(temp, target)  # fails, rather than overwrite, if it appeared
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    write_models_config(base)
+    return target
+
+
+def serving_versions() -> dict[str, str]:
+    """TensorFlow and TF Text versions, and the oldest TF Serving that loads them.
+
+    TF Serving links one TF Text release: 2.20 and later the same minor version
+    as itself; 2.12-2.19 bundle TF Text 2.12.1.
+    """
+    text_version = ".".join(tensorflow_text.__version__.split(".")[:2])
+    return {
+        "tensorflow": tf.__version__,
+        "tensorflow_text": tensorflow_text.__version__,
+        "min_tensorflow_serving": text_version,
+    }
+
+
+def write_models_config(base: str | os.PathLike) -> pathlib.Path:
+    """(Re)write `base/models.config` listing every model folder under `base`."""
+    base = pathlib.Path(base)
+    names = sorted(
+        path.name
+        for path in base.iterdir()
+        if path.is_dir() and _NAME.fullmatch(path.name) and not path.name.startswith(".")
+    )
+    entries = "".join(
+        "  config {\n"
+        f'    name: "{name}"\n'
+        f'    base_path: "{SERVING_ROOT}/{name}"\n'
+        '    model_platform: "tensorflow"\n'
+        "  }\n"
+        for name in names
+    )
+    return atomic_write_text(
+        base / MODELS_CONFIG, "model_config_list {\n" + entries + "}\n"
+    )
+
+
+class _ServingModule(tf.Module):
+    """Holds what the signatures use, so that its state is saved.
+
+    Only functional models and layers are attached: a subclassed task (the
+    retriever, its objectives) would be traced by SavedModel with a default
+    signature it cannot give.
+    """
+
+    def __init__(self, model, config: dict):
+        super().__init__()
+        self.backbone = model.backbone
+        self.preprocessors = {
+            modality: build_preprocessor(config, modalities=(modality,))
+            for modality in ("image", "text")
+        }
+
+    def images(self, image_bytes):
+        return self.preprocessors["image"]({"images": image_bytes})["images"]
+
+    def texts(self, text) -> dict:
+        return self.preprocessors["text"]({"texts": text})
+
+
+_IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="image_bytes")
+_TEXT = tf.TensorSpec([None], tf.string, name="text")
+
+
+def classifier_module(model, config: dict) -> _ServingModule:
+    """A module whose `serving_default` classifies raw image bytes and/or text."""
+    module = _ServingModule(model, config)
+    label = config["finetune"]["label"]
+    class_names = load_splits(config)[1].info.features[label].names
+    module.class_names = tf.constant(class_names)
+    modalities = model.modalities
+    # The task is functional: its fused embedding is one more output to choose.
+    module.heads = keras.Model(
+        model.input,
+        {"logits": model.output, "fused_embedding": model.output_dropout.input},
+    )
+
+    def classify(inputs: dict) -> dict:
+        features = {}
+        if "image_bytes" in inputs:
+            features["images"] = module.images(inputs["image_bytes"])
+        if "text" in inputs:
+            features.update(module.texts(inputs["text"]))
+        outputs = module.heads(features, training=False)
+        class_id = tf.argmax(outputs["logits"], axis=-1)
+        return {
+            "probabilities": tf.nn.softmax(outputs["logits"], axis=-1),
+            "class_id": class_id,
+            "class_name": tf.gather(module.class_names, class_id),
+            "fused_embedding": outputs["fused_embedding"],
+        }
+
+    specs = {}
+    if "image" in modalities:
+        specs["image_bytes"] = _IMAGE_BYTES
+    if "text" in modalities:
+        specs["text"] = _TEXT
+    serving_default = tf.function(classify, input_signature=[specs])
+    module.serving_signatures = lambda: {"serving_default": serving_default}
+    return module
+
+
+def retrieval_module(model, config: dict) -> _ServingModule:
+    """A module with `embed_image`, `embed_text`, `match` and `search`."""
+    from simmim_tf.recommend import gallery_index
+
+    module = _ServingModule(model, config)
+    gallery, _ = gallery_index(model, config)
+    module.gallery = {
+        "embeddings": tf.constant(gallery.embeddings),
+        "states": tf.constant(gallery.states),
+        "ids": tf.constant(gallery.ids),
+        "names": tf.constant(gallery.names),
+    }
+    rerank_k = int(config["finetune"]["rerank_k"])
+    objectives = model.objectives
+    module.itm_head = objectives.itm_head
+    module.contrastive = objectives.contrastive
+
+    @tf.function(input_signature=[_IMAGE_BYTES])
+    def embed_image(image_bytes):
+        tower = module.backbone.image_tower(module.images(image_bytes))
+        return {"embedding": tf.math.l2_normalize(tower["image_unimodal_embedding"], -1)}
+
+    @tf.function(input_signature=[_TEXT])
+    def embed_text(text):
+        tower = module.backbone.text_tower(module.texts(text))
+        return {"embedding": tf.math.l2_normalize(tower["text_unimodal_embedding"], -1)}
+
+    @tf.function(input_signature=[_IMAGE_BYTES, _TEXT])
+    def match(image_bytes, text):
+        image = module.backbone.image_tower(module.images(image_bytes))
+        texts = module.texts(text)
+        tower = module.backbone.text_tower(texts)
+        cosine = tf.reduce_sum(
+            tf.math.l2_normalize(image["image_unimodal_embedding"], -1)
+            * tf.math.l2_normalize(tower["text_unimodal_embedding"], -1),
+            axis=-1,
+        )
+        itm = objectives.matching_scores(
+            image["image_cell_states"], tower["text_token_states"], texts["padding_mask"]
+        )
+        return {
+            "itm_probability": tf.sigmoid(itm),
+            "itc_score": objectives.contrastive.inverse_temperature() * cosine,
+        }
+
+    @tf.function(input_signature=[_TEXT, tf.TensorSpec([], tf.int32, name="k")])
+    def search(text, k):
+        texts = module.texts(text)
+        tower = module.backbone.text_tower(texts)
+        query = tf.math.l2_normalize(tower["text_unimodal_embedding"], -1)
+        size = tf.shape(module.gallery["embeddings"])[0]
+        k = tf.minimum(k, size)
+        depth = tf.maximum(k, tf.minimum(rerank_k, size))
+        itc = objectives.contrastive.inverse_temperature() * tf.matmul(
+            query, module.gallery["embeddings"], transpose_b=True
+        )
+        scores, top = tf.math.top_k(itc, k=depth)
+        if rerank_k:
+            scores, top = _rerank(texts, tower, scores, top)
+        return {
+            "ids": tf.gather(module.gallery["ids"], top[:, :k]),
+            "names": tf.gather(module.gallery["names"], top[:, :k]),
+            "scores": scores[:, :k],
+        }
+
+    def _rerank(texts, tower, scores, top):
+        """As `SimMIMRetriever.search`: ITC logit + ITM log-odds on the top r."""
+        rerank = tf.minimum(rerank_k, tf.shape(top)[1])
+        candidates = top[:, :rerank]  # [Q, r]
+        queries = tf.shape(candidates)[0]
+        image_states = tf.gather(module.gallery["states"], tf.reshape(candidates, [-1]))
+        repeat = tf.repeat(tf.range(queries), rerank)
+        itm = objectives.matching_scores(
+            image_states,
+            tf.gather(tower["text_token_states"], repeat),
+            tf.gather(texts["padding_mask"], repeat),
+        )
+        rescored = scores[:, :rerank] + tf.reshape(itm, [queries, rerank])
+        best, order = tf.math.top_k(rescored, k=rerank)
+        reordered = tf.gather(candidates, order, batch_dims=1)
+        return (
+            tf.concat([best, scores[:, rerank:]], axis=1),
+            tf.concat([reordered, top[:, rerank:]], axis=1),
+        )
+
+    module.serving_signatures = lambda: {
+        "embed_image": embed_image,
+        "embed_text": embed_text,
+        "match": match,
+        "search": search,
+    }
+    return module

@@ -1,0 +1,270 @@
+"""`simmim-tf export`: SavedModels that TF Serving loads, checked from outside.
+
+Tiny models, saved as a finetune run would save them (no training: export
+does not care how good the weights are). Each SavedModel is loaded in a new
+Python with only `tensorflow` and `tensorflow_text` imported and compared
+with the Keras model on real google drawings and CLDR texts.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+from PIL import Image
+from tensorflow_serving.config import model_server_config_pb2
+
+import simmim_tf
+from simmim_tf.cli import main
+from simmim_tf.data import load_emoji_text
+from simmim_tf.export import export_run
+from simmim_tf.models.retriever import SimMIMRetriever
+from simmim_tf.recommend import gallery_index
+from simmim_tf.training.config import default_config, save_config
+from simmim_tf.training.data import load_splits
+from simmim_tf.training.tasks import build_preprocessor
+from tests.conftest import tiny_backbone
+
+TINY = dict(
+    data={"image_size": 16, "batch_size": 32, "sequence_length": 12},
+    model={"image_encoder": "tiny_16px", "text_encoder": "tiny", "hidden_dim": 16},
+    finetune={"rerank_k": 4},
+)
+
+
+def _run_folder(folder, model, **finetune) -> tuple:
+    config = default_config(
+        run_dir=str(folder),
+        data={**TINY["data"], "data_dir": str(folder.parent / "tfds")},
+        model=TINY["model"],
+        finetune={**TINY["finetune"], **finetune},
+    )
+    folder.mkdir(parents=True)
+    save_config(config, folder / "config.yaml")
+    if not model.built:  # as fit leaves it: every head has its weights
+        model.build()
+    model.save(folder / "model.keras")
+    return folder, config
+
+
+@pytest.fixture(scope="module")
+def retrieval_run(tmp_path_factory):
+    return _run_folder(
+        tmp_path_factory.mktemp("export") / "ret", SimMIMRetriever(tiny_backbone())
+    )
+
+
+@pytest.fixture(scope="module")
+def examples(retrieval_run):
+    """Eight google drawings as PNG bytes, with their texts."""
+    _, config = retrieval_run
+    rows = list(load_emoji_text("google", data_dir=config["data"]["data_dir"]))[:8]
+    encoded = []
+    for row in rows:
+        buffer = io.BytesIO()
+        Image.fromarray(row["image"].numpy()).save(buffer, "PNG")
+        encoded.append(buffer.getvalue())
+    return np.array(encoded, dtype=object), np.array([r["text"].numpy() for r in rows])
+
+
+def _strings(array: np.ndarray) -> np.ndarray:
+    """UTF-8 bytes from a served string tensor, as str."""
+    return np.vectorize(lambda value: value.decode("utf-8"), otypes=[str])(array)
+
+
+def _serve(path, calls: dict, out) -> dict:
+    """Run signatures in a new Python that imports only tensorflow + tensorflow_text."""
+    inputs = out.with_suffix(".inputs.npz")
+    np.savez(
+        inputs,
+        **{
+            f"{sig}:{key}": value
+            for sig, kw in calls.items()
+            for key, value in kw.items()
+        },
+    )
+    code = f"""
+import sys, numpy as np, tensorflow as tf, tensorflow_text
+model = tf.saved_model.load({str(path)!r})
+stored = np.load({str(inputs)!r}, allow_pickle=True)
+results = {{}}
+for sig in {sorted(calls)!r}:
+    keys = [k for k in stored if k.startswith(sig + ':')]
+    kwargs = {{k.split(':')[1]: tf.constant(stored[k]) for k in keys}}
+    for name, value in model.signatures[sig](**kwargs).items():
+        results[sig + ':' + name] = value.numpy()
+np.savez({str(out)!r}, **results)
+assert not [m for m in sys.modules if m.startswith(('simmim_tf', 'keras_hub'))]
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        cwd=str(out.parent),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with np.load(out, allow_pickle=True) as loaded:
+        return dict(loaded)
+
+
+def test_retrieval_export_matches_keras_in_a_process_without_simmim_tf(
+    retrieval_run, examples, tmp_path
+):
+    folder, config = retrieval_run
+    base = tmp_path / "savedmodels"
+    path = export_run(folder, "emoji", base=base)
+    assert path == base / "emoji" / "1"
+    image_bytes, texts = examples
+    served = _serve(
+        path,
+        {
+            "embed_image": {"image_bytes": image_bytes},
+            "embed_text": {"text": texts},
+            "match": {"image_bytes": image_bytes, "text": texts[::-1]},
+            "search": {"text": texts, "k": np.int32(5)},
+        },
+        tmp_path / "served.npz",
+    )
+    retriever = keras.models.load_model(folder / "model.keras")
+    preprocessor = build_preprocessor(config)
+    x = preprocessor({"images": image_bytes, "texts": texts})
+    image = retriever.backbone.image_tower(x["images"])
+    text = retriever.backbone.text_tower(
+        {"token_ids": x["token_ids"], "padding_mask": x["padding_mask"]}
+    )
+    image_embedding = tf.math.l2_normalize(image["image_unimodal_embedding"], -1)
+    text_embedding = tf.math.l2_normalize(text["text_unimodal_embedding"], -1)
+    np.testing.assert_allclose(
+        served["embed_image:embedding"], image_embedding, atol=1e-5
+    )
+    np.testing.assert_allclose(served["embed_text:embedding"], text_embedding, atol=1e-5)
+
+    # match: ITM probability and ITC score of (image i, text 7 - i).
+    reverse = preprocessor({"images": image_bytes, "texts": texts[::-1]})
+    outputs = retriever.backbone(reverse)
+    logits = retriever.objectives.itm_head(
+        outputs["fused_embedding"],
+        outputs["image_graph_embedding"],
+        outputs["text_graph_embedding"],
+    ).numpy()
+    probability = 1 / (1 + np.exp(-(logits[:, 1] - logits[:, 0])))
+    np.testing.assert_allclose(served["match:itm_probability"], probability, atol=1e-5)
+    cosine = np.sum(image_embedding.numpy() * text_embedding.numpy()[::-1], -1)
+    np.testing.assert_allclose(served["match:itc_score"], cosine / 0.07, atol=1e-4)
+
+    # search: the retriever's own search over the same gallery.
+    gallery, _ = gallery_index(retriever, config)
+    queries = retriever.index(tf.data.Dataset.from_tensors(x), "text")
+    found = retriever.search(queries, gallery, k=5, rerank_k=4)
+    assert (_strings(served["search:ids"]) == found["ids"]).all()
+    assert (_strings(served["search:names"]) == found["names"]).all()
+    np.testing.assert_allclose(served["search:scores"], found["scores"], atol=1e-4)
+
+
+def test_versions_are_never_overwritten_and_models_config_is_valid(
+    retrieval_run, tmp_path, capsys
+):
+    folder, _ = retrieval_run
+    base = tmp_path / "savedmodels"
+    args = ["export", "--run-dir", str(folder), "--name", "emoji", "--base", str(base)]
+    assert main(args) == 0 and main(args) == 0
+    assert sorted(p.name for p in (base / "emoji").iterdir()) == ["1", "2"]
+    assert main([*args, "--version", "2"]) == 2
+    assert "never overwritten" in capsys.readouterr().err
+    assert main([*args, "--name", "bad name!"]) == 2
+    config = text_format.Parse(
+        (base / "models.config").read_text(), model_server_config_pb2.ModelServerConfig()
+    )
+    [entry] = config.model_config_list.config
+    assert (entry.name, entry.base_path, entry.model_platform) == (
+        "emoji",
+        "/models/emoji",
+        "tensorflow",
+    )
+    serving = json.loads((base / "emoji" / "2" / "assets" / "serving.json").read_text())
+    assert serving["min_tensorflow_serving"] == ".".join(
+        serving["tensorflow_text"].split(".")[:2]
+    )
+    assert not [p for p in (base / "emoji").iterdir() if p.name.startswith(".")]
+
+
+def test_classifier_export_and_its_ops_are_core_tf_or_tf_text(tmp_path, examples):
+    classifier = simmim_tf.SimMIMClassifier(backbone=tiny_backbone(), num_classes=100)
+    folder, config = _run_folder(
+        tmp_path / "cls", classifier, task="classify", label="subgroup"
+    )
+    path = export_run(folder, "emoji-classes", base=tmp_path / "savedmodels")
+    image_bytes, texts = examples
+    served = _serve(
+        path,
+        {"serving_default": {"image_bytes": image_bytes, "text": texts}},
+        tmp_path / "served.npz",
+    )
+    x = build_preprocessor(config)({"images": image_bytes, "texts": texts})
+    probabilities = tf.nn.softmax(classifier(x), -1).numpy()
+    np.testing.assert_allclose(
+        served["serving_default:probabilities"], probabilities, atol=1e-5
+    )
+    class_id = probabilities.argmax(-1)
+    np.testing.assert_array_equal(served["serving_default:class_id"], class_id)
+    names = load_splits(config)[1].info.features["subgroup"].names
+    assert list(_strings(served["serving_default:class_name"])) == [
+        names[i] for i in class_id
+    ]
+    fused = classifier.backbone(x)["fused_embedding"]
+    np.testing.assert_allclose(
+        served["serving_default:fused_embedding"], fused, atol=1e-5
+    )
+
+    # Every op: registered by core TensorFlow, or else by TF Text.
+    code = f"""
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
+model = saved_model_pb2.SavedModel()
+model.ParseFromString(open({str(path / "saved_model.pb")!r}, "rb").read())
+ops = set()
+for meta in model.meta_graphs:
+    ops |= {{node.op for node in meta.graph_def.node}}
+    for function in meta.graph_def.library.function:
+        ops |= {{node.op for node in function.node_def}}
+custom = sorted(op for op in ops if op_def_registry.get(op) is None)
+import tensorflow_text
+unknown = [op for op in custom if op_def_registry.get(op) is None]
+print(len(ops), custom, unknown)
+assert not unknown, unknown
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tensorflow.python.tools.saved_model_cli",
+            "show",
+            "--dir",
+            str(path),
+            "--all",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for documented in (
+        "signature_def['serving_default']",
+        "image_bytes",
+        "text",
+        "probabilities",
+        "class_id",
+        "class_name",
+        "fused_embedding",
+    ):
+        assert documented in shown.stdout
