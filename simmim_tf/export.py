@@ -217,7 +217,7 @@ def retrieval_module(model, config: dict) -> _ServingModule:
     from simmim_tf.recommend import gallery_index
 
     module = _ServingModule(model, config)
-    gallery, _ = gallery_index(model, config)
+    gallery = gallery_index(model, config)
     module.gallery = {
         "embeddings": tf.constant(gallery.embeddings),
         "states": tf.constant(gallery.states),

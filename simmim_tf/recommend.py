@@ -62,6 +62,8 @@ def recommend(
             f"{run_dir} is a {config['finetune']['task']!r} run; recommending needs "
             "a retrieval run (finetune.task=retrieve)."
         )
+    if not texts:
+        raise ValueError("No text to recommend emoji for.")
     if artist is not None:
         config["data"]["test_vendor"] = artist
     model_file = run_dir / "model.keras"
@@ -69,12 +71,10 @@ def recommend(
     # The gallery is encoded once per model: rebuilt when the model is newer.
     cache = run_dir / f"index_{config['data']['test_vendor']}.npz"
     if cache.is_file() and cache.stat().st_mtime >= model_file.stat().st_mtime:
-        gallery, examples = GalleryIndex.load(cache), gallery_examples(config)[0]
+        gallery = GalleryIndex.load(cache)
     else:
-        gallery, examples = gallery_index(retriever, config)
+        gallery = gallery_index(retriever, config)
         gallery.save(cache)
-    if not texts:
-        raise ValueError("No text to recommend emoji for.")
     text_preprocessor = build_preprocessor(config, modalities=("text",))
     queries = retriever.index(
         tf.data.Dataset.from_tensors(text_preprocessor({"texts": texts})), "text"
@@ -83,7 +83,8 @@ def recommend(
         queries, gallery, k=k, rerank_k=config["finetune"]["rerank_k"]
     )
     if grid is not None:
-        images = np.stack([example["image"] for example in examples])
+        splits, _ = load_splits(config)
+        images = np.stack([e["image"] for e in splits["test"].as_numpy_iterator()])
         plot_retrieval_grid(texts, images, found["indices"], None, grid, k=k)
     return [
         [
@@ -106,31 +107,17 @@ def recommend(
     ]
 
 
-def gallery_examples(config: dict) -> tuple[list[dict], object]:
-    """Every example of the config's test artist, in order, and the TFDS builder."""
-    splits, builder = load_splits(config)
-    return list(splits["test"].as_numpy_iterator()), builder
-
-
-def gallery_index(retriever, config: dict) -> tuple[GalleryIndex, list[dict]]:
+def gallery_index(retriever, config: dict) -> GalleryIndex:
     """The test artist's drawings as a `GalleryIndex` (ids: hexcodes, names:
-    labels), and its examples in the same order."""
-    examples, builder = gallery_examples(config)
+    labels), in the order of the data set's test split."""
+    splits, builder = load_splits(config)
     labels = builder.info.features["label"]
-    batches = make_batches(
-        config,
-        tf.data.Dataset.from_tensor_slices(
-            {
-                "image": [e["image"] for e in examples],
-                "text": [e["text"] for e in examples],
-            }
-        ),
-        build_preprocessor(config),
-    )
-    index = retriever.index(
-        batches,
+    examples = splits["test"]
+    keys = examples.map(lambda e: (e["hexcode"], e["label"])).as_numpy_iterator()
+    ids, label_ids = zip(*keys, strict=True)
+    return retriever.index(
+        make_batches(config, examples, build_preprocessor(config)),
         "image",
-        ids=[example["hexcode"].decode() for example in examples],
-        names=[labels.int2str(int(example["label"])) for example in examples],
+        ids=[hexcode.decode() for hexcode in ids],
+        names=[labels.int2str(int(label)) for label in label_ids],
     )
-    return index, examples

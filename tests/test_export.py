@@ -160,7 +160,7 @@ def test_retrieval_export_matches_keras_in_a_process_without_simmim_tf(
     np.testing.assert_allclose(served["match:itc_score"], cosine / 0.07, atol=1e-4)
 
     # search: the retriever's own search over the same gallery.
-    gallery, _ = gallery_index(retriever, config)
+    gallery = gallery_index(retriever, config)
     queries = retriever.index(tf.data.Dataset.from_tensors(x), "text")
     found = retriever.search(queries, gallery, k=5, rerank_k=4)
     assert (_strings(served["search:ids"]) == found["ids"]).all()

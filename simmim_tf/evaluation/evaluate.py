@@ -41,8 +41,9 @@ def evaluate_model(
     metrics, grid_rankings = {}, {}
     rerank_k = {"dual": 0, "rerank": config["finetune"]["rerank_k"]}
     for gallery in GALLERIES:
-        batches = make_batches(config, splits[gallery], preprocessor)
-        # Pair i is text i with image i: each side is the other's gallery.
+        # Preprocessed once (cached) for both sides. Pair i is text i with
+        # image i: each side is the other's gallery.
+        batches = make_batches(config, splits[gallery], preprocessor).cache()
         encoded = {m: model.index(batches, m) for m in ("image", "text")}
         relevant = np.arange(len(encoded["image"]))
         for direction in DIRECTIONS:
