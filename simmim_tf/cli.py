@@ -87,6 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--version", type=int, help="default: the next integer")
     export.add_argument("--base", default="savedmodels", help="TF Serving base folder")
 
+    query = commands.add_parser(
+        "query", help="ask a model served by TF Serving (gRPC or REST)"
+    )
+    query.add_argument("--server", required=True, help="HOST:PORT")
+    query.add_argument("--model", required=True, help="the TF Serving model name")
+    query.add_argument("--version", type=int, help="default: the latest")
+    query.add_argument("--rest", action="store_true", help="REST instead of gRPC")
+    query.add_argument("--image", help="an image file (PNG, JPEG, GIF, BMP)")
+    query.add_argument("--text", help="a text")
+    query.add_argument("--signature", help="default: the one that takes the inputs")
+    query.add_argument("--k", type=int, default=5, help="results of a search")
+    query.add_argument("--deadline", type=float, default=10.0, help="seconds")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -114,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"exported {path} (listed in {pathlib.Path(args.base) / 'models.config'})"
             )
+        elif args.command == "query":
+            print_query(args)
         elif args.command == "weights":
             from simmim_tf.encoders import fetch_minilm
 
@@ -185,6 +200,51 @@ def print_recommendations(args: argparse.Namespace) -> None:
             print(f"{rank:>3}  {row['emoji']}  {row['name']:<40} {row['score']:8.2f}")
     if args.grid:
         print(f"\nwrote {args.grid}")
+
+
+def print_query(args: argparse.Namespace) -> None:
+    """Print a served model's answer: ranked results, a class, or the outputs."""
+    import numpy as np
+
+    from simmim_tf.recommend import emoji_characters
+    from simmim_tf.serving import connect, query
+
+    client = connect(
+        args.server,
+        args.model,
+        protocol="rest" if args.rest else "grpc",
+        version=args.version,
+        deadline=args.deadline,
+    )
+    image = pathlib.Path(args.image).read_bytes() if args.image else None
+    signature, outputs = query(
+        client, image=image, text=args.text, signature=args.signature, k=args.k
+    )
+    print(f"{args.model} ({signature})")
+    if {"ids", "names", "scores"} <= set(outputs):
+        for rank, (emoji_id, name, score) in enumerate(
+            zip(
+                outputs["ids"][0], outputs["names"][0], outputs["scores"][0], strict=True
+            ),
+            start=1,
+        ):
+            hexcode = emoji_id.decode()
+            print(
+                f"{rank:>3}  {emoji_characters(hexcode)}  {hexcode:<14} "
+                f"{name.decode():<40} {score:8.2f}"
+            )
+        return
+    for name, value in sorted(outputs.items()):
+        value = value[0]
+        if name == "probabilities":
+            value = f"{np.max(value):.3f} (max of {value.size})"
+        elif isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        elif np.ndim(value):
+            value = (
+                f"[{', '.join(f'{v:.4f}' for v in value[:4])}, ...] ({np.size(value)})"
+            )
+        print(f"  {name:<16} {value}")
 
 
 if __name__ == "__main__":

@@ -126,8 +126,14 @@ def serving_versions() -> dict[str, str]:
     }
 
 
-def write_models_config(base: str | os.PathLike) -> pathlib.Path:
-    """(Re)write `base/models.config` listing every model folder under `base`."""
+def write_models_config(
+    base: str | os.PathLike, root: str = SERVING_ROOT
+) -> pathlib.Path:
+    """(Re)write `base/models.config` listing every model folder under `base`.
+
+    Base paths are `root/NAME`: where the server sees `base` (the container's
+    mount point by default).
+    """
     base = pathlib.Path(base)
     names = sorted(
         path.name
@@ -137,7 +143,7 @@ def write_models_config(base: str | os.PathLike) -> pathlib.Path:
     entries = "".join(
         "  config {\n"
         f'    name: "{name}"\n'
-        f'    base_path: "{SERVING_ROOT}/{name}"\n'
+        f'    base_path: "{root}/{name}"\n'
         '    model_platform: "tensorflow"\n'
         "  }\n"
         for name in names

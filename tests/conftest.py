@@ -1,5 +1,6 @@
 """Shared fixtures: tiny models (fast on a 2-core CPU) and the MiniLM tokenizer."""
 
+import io
 import json
 import os
 import subprocess
@@ -8,9 +9,13 @@ import sys
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 import simmim_tf
+from simmim_tf.data import load_emoji_text
 from simmim_tf.encoders import build_tokenizer
+from simmim_tf.models.retriever import SimMIMRetriever
+from simmim_tf.training.config import default_config, save_config
 
 TINY_BACKBONE = dict(
     image_encoder="tiny_16px",
@@ -72,3 +77,47 @@ def run_python_reporting_pytorch(code: str) -> tuple[subprocess.CompletedProcess
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+TINY_RUN = dict(
+    data={"image_size": 16, "batch_size": 32, "sequence_length": 12},
+    model={"image_encoder": "tiny_16px", "text_encoder": "tiny", "hidden_dim": 16},
+    finetune={"rerank_k": 4},
+)
+
+
+def export_run_folder(folder, model, **finetune) -> tuple:
+    """Save `model` and its config as a tiny finetune run would (no training:
+    export and serving do not care how good the weights are)."""
+    config = default_config(
+        run_dir=str(folder),
+        data={**TINY_RUN["data"], "data_dir": str(folder.parent / "tfds")},
+        model=TINY_RUN["model"],
+        finetune={**TINY_RUN["finetune"], **finetune},
+    )
+    folder.mkdir(parents=True)
+    save_config(config, folder / "config.yaml")
+    if not model.built:  # as fit leaves it: every head has its weights
+        model.build()
+    model.save(folder / "model.keras")
+    return folder, config
+
+
+@pytest.fixture(scope="session")
+def retrieval_run(tmp_path_factory):
+    return export_run_folder(
+        tmp_path_factory.mktemp("export") / "ret", SimMIMRetriever(tiny_backbone())
+    )
+
+
+@pytest.fixture(scope="session")
+def google_examples(retrieval_run):
+    """Eight google drawings as PNG bytes, with their texts."""
+    _, config = retrieval_run
+    rows = list(load_emoji_text("google", data_dir=config["data"]["data_dir"]))[:8]
+    encoded = []
+    for row in rows:
+        buffer = io.BytesIO()
+        Image.fromarray(row["image"].numpy()).save(buffer, "PNG")
+        encoded.append(buffer.getvalue())
+    return np.array(encoded, dtype=object), np.array([r["text"].numpy() for r in rows])

@@ -6,7 +6,6 @@ Python with only `tensorflow` and `tensorflow_text` imported and compared
 with the Keras model on real google drawings and CLDR texts.
 """
 
-import io
 import json
 import os
 import subprocess
@@ -14,63 +13,17 @@ import sys
 
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 from google.protobuf import text_format
-from PIL import Image
 from tensorflow_serving.config import model_server_config_pb2
 
 import simmim_tf
 from simmim_tf.cli import main
-from simmim_tf.data import load_emoji_text
 from simmim_tf.export import export_run
-from simmim_tf.models.retriever import SimMIMRetriever
 from simmim_tf.recommend import gallery_index
-from simmim_tf.training.config import default_config, save_config
 from simmim_tf.training.data import load_splits
 from simmim_tf.training.tasks import build_preprocessor
-from tests.conftest import tiny_backbone
-
-TINY = dict(
-    data={"image_size": 16, "batch_size": 32, "sequence_length": 12},
-    model={"image_encoder": "tiny_16px", "text_encoder": "tiny", "hidden_dim": 16},
-    finetune={"rerank_k": 4},
-)
-
-
-def _run_folder(folder, model, **finetune) -> tuple:
-    config = default_config(
-        run_dir=str(folder),
-        data={**TINY["data"], "data_dir": str(folder.parent / "tfds")},
-        model=TINY["model"],
-        finetune={**TINY["finetune"], **finetune},
-    )
-    folder.mkdir(parents=True)
-    save_config(config, folder / "config.yaml")
-    if not model.built:  # as fit leaves it: every head has its weights
-        model.build()
-    model.save(folder / "model.keras")
-    return folder, config
-
-
-@pytest.fixture(scope="module")
-def retrieval_run(tmp_path_factory):
-    return _run_folder(
-        tmp_path_factory.mktemp("export") / "ret", SimMIMRetriever(tiny_backbone())
-    )
-
-
-@pytest.fixture(scope="module")
-def examples(retrieval_run):
-    """Eight google drawings as PNG bytes, with their texts."""
-    _, config = retrieval_run
-    rows = list(load_emoji_text("google", data_dir=config["data"]["data_dir"]))[:8]
-    encoded = []
-    for row in rows:
-        buffer = io.BytesIO()
-        Image.fromarray(row["image"].numpy()).save(buffer, "PNG")
-        encoded.append(buffer.getvalue())
-    return np.array(encoded, dtype=object), np.array([r["text"].numpy() for r in rows])
+from tests.conftest import export_run_folder, tiny_backbone
 
 
 def _strings(array: np.ndarray) -> np.ndarray:
@@ -115,13 +68,13 @@ assert not [m for m in sys.modules if m.startswith(('simmim_tf', 'keras_hub'))]
 
 
 def test_retrieval_export_matches_keras_in_a_process_without_simmim_tf(
-    retrieval_run, examples, tmp_path
+    retrieval_run, google_examples, tmp_path
 ):
     folder, config = retrieval_run
     base = tmp_path / "savedmodels"
     path = export_run(folder, "emoji", base=base)
     assert path == base / "emoji" / "1"
-    image_bytes, texts = examples
+    image_bytes, texts = google_examples
     served = _serve(
         path,
         {
@@ -195,13 +148,13 @@ def test_versions_are_never_overwritten_and_models_config_is_valid(
     assert not [p for p in (base / "emoji").iterdir() if p.name.startswith(".")]
 
 
-def test_classifier_export_and_its_ops_are_core_tf_or_tf_text(tmp_path, examples):
+def test_classifier_export_and_its_ops_are_core_tf_or_tf_text(tmp_path, google_examples):
     classifier = simmim_tf.SimMIMClassifier(backbone=tiny_backbone(), num_classes=100)
-    folder, config = _run_folder(
+    folder, config = export_run_folder(
         tmp_path / "cls", classifier, task="classify", label="subgroup"
     )
     path = export_run(folder, "emoji-classes", base=tmp_path / "savedmodels")
-    image_bytes, texts = examples
+    image_bytes, texts = google_examples
     served = _serve(
         path,
         {"serving_default": {"image_bytes": image_bytes, "text": texts}},
