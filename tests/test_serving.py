@@ -59,6 +59,7 @@ def served(retrieval_run, tmp_path_factory):
     # Clients made before the server exists: their first calls wait through
     # UNAVAILABLE (connection refused) while it starts.
     grpc_client = GrpcClient(f"127.0.0.1:{grpc_port}", "emoji", deadline=180)
+    log = (root / "server.log").open("w")  # a pipe nobody reads would fill up
     process = subprocess.Popen(
         [
             *command,
@@ -67,11 +68,14 @@ def served(retrieval_run, tmp_path_factory):
             f"--model_config_file={base / 'models.config'}",
             "--file_system_poll_wait_seconds=1",
         ],
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
-        grpc_client.signatures()
+        try:
+            grpc_client.signatures()
+        except ServingError:
+            raise AssertionError((root / "server.log").read_text()[-3000:]) from None
         yield dict(
             base=base,
             grpc=f"127.0.0.1:{grpc_port}",
@@ -83,6 +87,7 @@ def served(retrieval_run, tmp_path_factory):
     finally:
         process.terminate()
         process.wait(timeout=30)
+        log.close()
 
 
 @pytest.fixture(scope="module")
