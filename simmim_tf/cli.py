@@ -87,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--version", type=int, help="default: the next integer")
     export.add_argument("--base", default="savedmodels", help="TF Serving base folder")
 
+    tflite = commands.add_parser(
+        "tflite", help="convert a run to TFLite (4 variants) for phones"
+    )
+    tflite.add_argument("--run-dir", required=True, help="a finetune run folder")
+    tflite.add_argument("--out", required=True, help="output folder")
+    tflite.add_argument("--variants", nargs="+", default=None, help="default: all four")
+
     query = commands.add_parser(
         "query", help="ask a model served by TF Serving (gRPC or REST)"
     )
@@ -127,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"exported {path} (listed in {pathlib.Path(args.base) / 'models.config'})"
             )
+        elif args.command == "tflite":
+            print_tflite(args)
         elif args.command == "query":
             print_query(args)
         elif args.command == "weights":
@@ -200,6 +209,18 @@ def print_recommendations(args: argparse.Namespace) -> None:
             print(f"{rank:>3}  {row['emoji']}  {row['name']:<40} {row['score']:8.2f}")
     if args.grid:
         print(f"\nwrote {args.grid}")
+
+
+def print_tflite(args: argparse.Namespace) -> None:
+    """Convert, then list the files with their sizes."""
+    from simmim_tf.tflite import VARIANTS, export_tflite
+
+    manifest = export_tflite(
+        args.run_dir, args.out, variants=tuple(args.variants or VARIANTS)
+    )
+    for filename, info in manifest["files"].items():
+        print(f"{filename:<36} {info['bytes'] / 1e6:8.2f} MB")
+    print(f"wrote {pathlib.Path(args.out) / 'manifest.json'} and vocab.txt")
 
 
 def print_query(args: argparse.Namespace) -> None:

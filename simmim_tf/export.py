@@ -73,17 +73,7 @@ def export_run(
     """
     if not _NAME.fullmatch(name):
         raise ValueError(f"Model name {name!r} must match {_NAME.pattern}.")
-    run_dir = pathlib.Path(run_dir)
-    model_path = run_dir / "model.keras"
-    if not model_path.is_file():
-        raise FileNotFoundError(f"{model_path} not found: is {run_dir} a finetune run?")
-    config = load_config(run_dir / "config.yaml", defaults=DEFAULT_CONFIG)
-    task = config["finetune"]["task"]
-    if task not in ("retrieve", "classify"):
-        raise ValueError(
-            f"{run_dir} is a {task!r} run; export takes SimMIM runs "
-            "(finetune.task retrieve or classify)."
-        )
+    model, config = load_run(run_dir)
     model_dir = pathlib.Path(base) / name
     versions = [int(p.name) for p in model_dir.glob("*") if p.name.isdigit()]
     version = max(versions, default=0) + 1 if version is None else version
@@ -92,8 +82,7 @@ def export_run(
     target = model_dir / str(version)
     if target.exists():
         raise FileExistsError(f"{target} exists; versions are never overwritten.")
-    model = keras.models.load_model(model_path)
-    if task == "retrieve":
+    if config["finetune"]["task"] == "retrieve":
         module = retrieval_module(model, config)
     else:
         module = classifier_module(model, config)
@@ -110,6 +99,22 @@ def export_run(
         raise
     write_models_config(base)
     return target
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[keras.Model, dict]:
+    """A SimMIM finetune run's model and config (task `retrieve` or `classify`)."""
+    run_dir = pathlib.Path(run_dir)
+    model_path = run_dir / "model.keras"
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path} not found: is {run_dir} a finetune run?")
+    config = load_config(run_dir / "config.yaml", defaults=DEFAULT_CONFIG)
+    task = config["finetune"]["task"]
+    if task not in ("retrieve", "classify"):
+        raise ValueError(
+            f"{run_dir} is a {task!r} run; export takes SimMIM runs "
+            "(finetune.task retrieve or classify)."
+        )
+    return keras.models.load_model(model_path), config
 
 
 def serving_versions() -> dict[str, str]:

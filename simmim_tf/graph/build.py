@@ -98,9 +98,10 @@ def build_multimodal_graph(
     image_nodes = tf.reshape(image_states, [-1, dim])  # [batch * cells, dim]
     text_nodes = tf.boolean_mask(text_states, mask)  # [num_tokens, dim]
 
-    # image_grid: one fixed template, offset per example.
+    # image_grid: one fixed template, offset per example. (tf.expand_dims, not
+    # [:, None]: TFLite's builtin StridedSlice has no new-axis mask.)
     grid_source, grid_target = grid_edges(height, width)
-    cell_offsets = (tf.range(batch_size) * num_cells)[:, None]  # [batch, 1]
+    cell_offsets = tf.expand_dims(tf.range(batch_size) * num_cells, 1)  # [batch, 1]
     grid_sizes = tf.fill([batch_size], len(grid_source))
 
     # text_seq: consecutive real tokens, both directions kept adjacent so that
@@ -111,11 +112,13 @@ def build_multimodal_graph(
     seq_sizes = 2 * tf.reduce_sum(tf.cast(linked, tf.int32), axis=1)
 
     # image <-> text: the full bipartite graph of each example.
-    cross = tf.broadcast_to(mask[:, None, :], [batch_size, num_cells, seq_len])
-    cell_ids = cell_offsets[:, :, None] + tf.range(num_cells)[None, :, None]
+    cross = tf.broadcast_to(tf.expand_dims(mask, 1), [batch_size, num_cells, seq_len])
+    cell_ids = tf.expand_dims(cell_offsets, 2) + tf.reshape(
+        tf.range(num_cells), [1, num_cells, 1]
+    )
     cell_ids = tf.broadcast_to(cell_ids, [batch_size, num_cells, seq_len])
     token_ids = tf.broadcast_to(
-        text_node_ids[:, None, :], [batch_size, num_cells, seq_len]
+        tf.expand_dims(text_node_ids, 1), [batch_size, num_cells, seq_len]
     )
     cross_cells = tf.boolean_mask(cell_ids, cross)  # [num_cross_edges]
     cross_tokens = tf.boolean_mask(token_ids, cross)
@@ -141,8 +144,8 @@ def build_multimodal_graph(
         edge_sets={
             IMAGE_GRID: edge_set(
                 grid_sizes,
-                (IMAGE, tf.reshape(grid_source[None, :] + cell_offsets, [-1])),
-                (IMAGE, tf.reshape(grid_target[None, :] + cell_offsets, [-1])),
+                (IMAGE, tf.reshape(tf.expand_dims(grid_source, 0) + cell_offsets, [-1])),
+                (IMAGE, tf.reshape(tf.expand_dims(grid_target, 0) + cell_offsets, [-1])),
             ),
             TEXT_SEQ: edge_set(
                 seq_sizes,

@@ -164,7 +164,7 @@ class GraphAttentionConv(keras.layers.Layer):
         training: bool | None = None,
     ) -> tf.Tensor:
         attention, value = self.attention(graph, edge_set_name, receiver_tag, training)
-        messages = value * attention[..., None]  # [E, H, C]
+        messages = value * tf.expand_dims(attention, -1)  # [E, H, C]
         pooled = tfgnn.pool_edges_to_node(
             graph, edge_set_name, receiver_tag, "sum", feature_value=messages
         )  # [num_receivers, H, C]

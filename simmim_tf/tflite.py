@@ -1,0 +1,261 @@
+"""Phone-ready models: `simmim-tf tflite --run-dir R --out DIR`.
+
+Each model of a run is converted in four variants, builtin TFLite ops only
+(conversion fails, naming the model, on anything that would need Flex ops):
+
+- `float32`; `float16` (weights stored as float16);
+- `dynamic_int8` (int8 weights, float activations);
+- `full_int8` (int8 weights and activations, calibrated on the training
+  split; float inputs and outputs, so the app code is the same).
+
+Inputs have batch size 1: `pixels` float32 `[1, H, W, 3]`, RGB in [0, 1] at
+the model's image size (the app resizes; normalisation is inside);
+`token_ids` and `padding_mask` int32 `[1, L]`, from `vocab.txt` and
+`simmim_tf/reference_tokenizer.py` (TF Text's ops have no TFLite kernels).
+
+- classifier runs: `classifier_<variant>.tflite` -> `probabilities` `[1, C]`,
+  class names in `labels.txt`.
+- retrieval runs: `image_tower_<variant>.tflite` and
+  `text_tower_<variant>.tflite` -> `embedding` `[1, d]` (L2-normalised
+  unimodal embeddings), and the test artist's gallery as
+  `gallery_embeddings.npy` (float32 `[N, d]`) + `gallery.json` (ids, names):
+  a phone suggests emoji offline from the text tower and the gallery alone
+  (dual-encoder ranking; graph re-ranking stays on the server).
+
+`manifest.json` lists every file with its inputs, outputs and size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from simmim_tf.atomic import atomic_write_bytes, atomic_write_text
+from simmim_tf.export import load_run
+from simmim_tf.training.data import load_splits
+from simmim_tf.training.tasks import build_preprocessor
+
+VARIANTS = ("float32", "float16", "dynamic_int8", "full_int8")
+# Calibration examples for full int8 (TFLite's guidance: a few hundred).
+CALIBRATION_EXAMPLES = 200
+
+
+def export_tflite(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    variants: tuple[str, ...] = VARIANTS,
+    calibration_examples: int = CALIBRATION_EXAMPLES,
+) -> dict:
+    """Convert a finetune run's models to TFLite; returns the manifest.
+
+    Example:
+    ```python
+    manifest = export_tflite("runs/ret", "phone")
+    manifest["files"]["text_tower_full_int8.tflite"]["bytes"]
+    ```
+    """
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"Unknown variants {sorted(unknown)}; choose from {VARIANTS}.")
+    model, config = load_run(run_dir)
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    modules = phone_models(model, config)
+    calibration = calibration_inputs(config, calibration_examples)
+    files = {}
+    # Functional models and layers only: SavedModel cannot trace a subclassed task.
+    owner = model if config["finetune"]["task"] == "classify" else model.backbone
+    for name, (function, specs) in modules.items():
+        for variant in variants:
+            flatbuffer = convert(function, owner, specs, variant, calibration, name)
+            filename = f"{name}_{variant}.tflite"
+            atomic_write_bytes(out / filename, flatbuffer)
+            files[filename] = {
+                "model": name,
+                "variant": variant,
+                "bytes": len(flatbuffer),
+                "inputs": {
+                    spec.name: [spec.dtype.name, spec.shape.as_list()] for spec in specs
+                },
+            }
+    preprocessor = build_preprocessor(config)
+    vocabulary = preprocessor.tokenizer.get_vocabulary()
+    atomic_write_text(out / "vocab.txt", "\n".join(vocabulary) + "\n")
+    if config["finetune"]["task"] == "classify":
+        label = config["finetune"]["label"]
+        names = load_splits(config)[1].info.features[label].names
+        atomic_write_text(out / "labels.txt", "\n".join(names) + "\n")
+    else:
+        from simmim_tf.recommend import gallery_index
+
+        gallery = gallery_index(model, config)
+        buffer = _npy_bytes(gallery.embeddings.astype(np.float32))
+        atomic_write_bytes(out / "gallery_embeddings.npy", buffer)
+        atomic_write_text(
+            out / "gallery.json",
+            json.dumps({"ids": list(gallery.ids), "names": list(gallery.names)}),
+        )
+    manifest = {
+        "task": config["finetune"]["task"],
+        "image_size": list(preprocessor.image_size),
+        "sequence_length": preprocessor.sequence_length,
+        "tokenizer": {
+            "lowercase": bool(preprocessor.tokenizer.lowercase),
+            "strip_accents": bool(preprocessor.tokenizer.strip_accents),
+        },
+        "files": files,
+    }
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def phone_models(model, config: dict) -> dict[str, tuple]:
+    """`{name: (function, input specs)}`: what each `.tflite` file computes."""
+    preprocessor = build_preprocessor(config)
+    converter = preprocessor.image_converter
+    scale = tf.constant(converter.scale, tf.float32)
+    offset = tf.constant(converter.offset, tf.float32)
+    height, width = preprocessor.image_size
+    length = preprocessor.sequence_length
+    pixels = tf.TensorSpec([1, height, width, 3], tf.float32, name="pixels")
+    token_ids = tf.TensorSpec([1, length], tf.int32, name="token_ids")
+    padding_mask = tf.TensorSpec([1, length], tf.int32, name="padding_mask")
+
+    def images(inputs: dict) -> tf.Tensor:
+        return inputs["pixels"] * scale + offset
+
+    def texts(inputs: dict) -> dict:
+        return {
+            "token_ids": inputs["token_ids"],
+            "padding_mask": tf.cast(inputs["padding_mask"], tf.bool),
+        }
+
+    if config["finetune"]["task"] == "classify":
+        specs = []
+        if "image" in model.modalities:
+            specs.append(pixels)
+        if "text" in model.modalities:
+            specs += [token_ids, padding_mask]
+
+        def classify(inputs: dict) -> dict:
+            features = texts(inputs) if "token_ids" in inputs else {}
+            if "pixels" in inputs:
+                features["images"] = images(inputs)
+            return {"probabilities": tf.nn.softmax(model(features, training=False), -1)}
+
+        return {"classifier": (classify, specs)}
+    backbone = model.backbone
+
+    def image_tower(inputs: dict) -> dict:
+        tower = backbone.image_tower(images(inputs), training=False)
+        return {"embedding": tf.math.l2_normalize(tower["image_unimodal_embedding"], -1)}
+
+    def text_tower(inputs: dict) -> dict:
+        tower = backbone.text_tower(texts(inputs), training=False)
+        return {"embedding": tf.math.l2_normalize(tower["text_unimodal_embedding"], -1)}
+
+    return {
+        "image_tower": (image_tower, [pixels]),
+        "text_tower": (text_tower, [token_ids, padding_mask]),
+    }
+
+
+def calibration_inputs(config: dict, examples: int) -> list[dict[str, np.ndarray]]:
+    """Training-split examples as phone inputs (pixels, token ids, mask)."""
+    preprocessor = build_preprocessor(config)
+    converter = preprocessor.image_converter
+    train = load_splits(config)[0]["train"].take(examples)
+    batch = next(iter(train.batch(examples)))
+    x = preprocessor({"images": batch["image"], "texts": batch["text"]})
+    # The preprocessor's own resize, then its normalisation undone: [0, 1].
+    pixels = (x["images"] - np.array(converter.offset)) / np.array(converter.scale)
+    return [
+        {
+            "pixels": np.clip(pixels[i : i + 1], 0.0, 1.0).astype(np.float32),
+            "token_ids": x["token_ids"][i : i + 1].numpy().astype(np.int32),
+            "padding_mask": x["padding_mask"][i : i + 1].numpy().astype(np.int32),
+        }
+        for i in range(len(pixels))
+    ]
+
+
+def convert(
+    function,
+    owner: tf.Module,
+    specs: list[tf.TensorSpec],
+    variant: str,
+    calibration: list[dict[str, np.ndarray]],
+    name: str,
+) -> bytes:
+    """One variant's flatbuffer, builtin ops only.
+
+    Goes through Keras's `ExportArchive` SavedModel, as Keras's own LiteRT
+    export does: on that path the converter freezes Keras 3 variables into
+    constants (a plain `tf.Module` leaves them as resource variables).
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(owner)  # Keras's way of saving its variables as constants-to-be
+    archive.add_endpoint(
+        "serving_default",
+        lambda *args: function(dict(zip([s.name for s in specs], args, strict=True))),
+        input_signature=specs,
+    )
+    folder = tempfile.mkdtemp(prefix="simmim_tflite_")
+    try:
+        archive.write_out(folder, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if variant != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if variant == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if variant == "full_int8":
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.representative_dataset = lambda: (
+                [example[spec.name] for spec in specs] for example in calibration
+            )
+        try:
+            return converter.convert()
+        except Exception as error:  # ConverterError and friends: name what failed
+            raise ValueError(
+                f"TFLite conversion of {name} ({variant}, builtin ops only) "
+                f"failed: {error}"
+            ) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class LiteModel:
+    """One `.tflite` file in LiteRT's interpreter, called with a dict.
+
+    Example:
+    ```python
+    text_tower = LiteModel("phone/text_tower_float32.tflite")
+    text_tower({"token_ids": ids, "padding_mask": mask})["embedding"]
+    ```
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = pathlib.Path(path)
+        self.interpreter = Interpreter(model_path=str(self.path))
+        self.runner = self.interpreter.get_signature_runner("serving_default")
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.runner(**inputs)
