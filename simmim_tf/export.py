@@ -38,6 +38,8 @@ import tensorflow as tf
 import tensorflow_text
 
 from simmim_tf.atomic import atomic_write_text
+from simmim_tf.image_decoding import check_encoded_images
+from simmim_tf.models.preprocessor import check_texts
 from simmim_tf.training.config import DEFAULT_CONFIG, load_config
 from simmim_tf.training.data import load_splits
 from simmim_tf.training.tasks import build_preprocessor
@@ -175,10 +177,27 @@ class _ServingModule(tf.Module):
         }
 
     def images(self, image_bytes):
-        return self.preprocessors["image"]({"images": image_bytes})["images"]
+        # Checked under the signature's own input name first.
+        preprocessor = self.preprocessors["image"]
+        checked = check_encoded_images(
+            image_bytes, preprocessor.max_pixels, "image_bytes"
+        )
+        return preprocessor({"images": checked})["images"]
 
     def texts(self, text) -> dict:
-        return self.preprocessors["text"]({"texts": text})
+        return self.preprocessors["text"]({"texts": check_texts(text, "text")})
+
+    @staticmethod
+    def paired(image_bytes, text):
+        """Control dependencies: one text per image."""
+        return [
+            tf.debugging.assert_equal(
+                tf.size(image_bytes),
+                tf.size(text),
+                message="`image_bytes` and `text` have different batch sizes; "
+                "send one text per image.",
+            )
+        ]
 
 
 _IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="image_bytes")
@@ -199,6 +218,9 @@ def classifier_module(model, config: dict) -> _ServingModule:
     )
 
     def classify(inputs: dict) -> dict:
+        if len(inputs) == 2:
+            with tf.control_dependencies(module.paired(**inputs)):
+                inputs = {key: tf.identity(value) for key, value in inputs.items()}
         features = {}
         if "image_bytes" in inputs:
             features["images"] = module.images(inputs["image_bytes"])
@@ -252,6 +274,8 @@ def retrieval_module(model, config: dict) -> _ServingModule:
 
     @tf.function(input_signature=[_IMAGE_BYTES, _TEXT])
     def match(image_bytes, text):
+        with tf.control_dependencies(module.paired(image_bytes, text)):
+            image_bytes = tf.identity(image_bytes)
         image = module.backbone.image_tower(module.images(image_bytes))
         texts = module.texts(text)
         tower = module.backbone.text_tower(texts)
@@ -270,6 +294,9 @@ def retrieval_module(model, config: dict) -> _ServingModule:
 
     @tf.function(input_signature=[_TEXT, tf.TensorSpec([], tf.int32, name="k")])
     def search(text, k):
+        positive = tf.debugging.assert_positive(k, message="`k` must be at least 1.")
+        with tf.control_dependencies([positive]):
+            k = tf.identity(k)
         texts = module.texts(text)
         tower = module.backbone.text_tower(texts)
         query = tf.math.l2_normalize(tower["text_unimodal_embedding"], -1)

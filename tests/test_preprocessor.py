@@ -1,8 +1,6 @@
 """SimMIMPreprocessor: encodings, truncation and clear errors on bad input."""
 
 import io
-import struct
-import zlib
 
 import keras
 import numpy as np
@@ -12,6 +10,12 @@ from PIL import Image
 
 import simmim_tf
 from simmim_tf.image_decoding import declared_size
+from tests.bad_inputs import (
+    BAD_INPUTS,
+    SIGNATURE_MODALITIES,
+    png_bomb,
+    preprocessor_inputs,
+)
 
 
 def png_bytes(pixels: np.ndarray, mode: str = "RGB") -> bytes:
@@ -207,28 +211,8 @@ def test_pixels_outside_the_contract_are_refused_by_name(preprocessor, images, m
         preprocessor({"images": images, "texts": ["a", "b"]})
 
 
-def _png_bomb(width: int, height: int) -> bytes:
-    """A real PNG of `width x height` 1-bit grey zeros: tiny file, huge image."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    row = b"\0" * (1 + (width + 7) // 8)  # filter byte + packed bits
-    compressor = zlib.compressobj(9)
-    pixels = b"".join(compressor.compress(row) for _ in range(height))
-    pixels += compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", pixels)
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_a_decompression_bomb_is_refused_from_its_header(preprocessor):
-    bomb = _png_bomb(20_000, 20_000)  # 400 M pixels; float RGB would be 4.8 GB
+    bomb = png_bomb(20_000, 20_000)  # 400 M pixels; float RGB would be 4.8 GB
     assert len(bomb) < 200_000
     with pytest.raises(ValueError, match="refused before decoding"):
         preprocessor({"images": [bomb], "texts": ["x"]})
@@ -281,3 +265,15 @@ def test_encoded_images_in_a_tf_data_pipeline_decode_and_bombs_are_refused(
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match="refused before decoding"):
         next(iter(batches))
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_the_bad_input_catalogue_is_refused_by_name(tokenizer, case):
+    signature, inputs, message = BAD_INPUTS[case]
+    preprocessor = simmim_tf.SimMIMPreprocessor(
+        tokenizer=tokenizer,
+        image_size=(16, 16),
+        modalities=SIGNATURE_MODALITIES[signature],
+    )
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=message):
+        preprocessor(preprocessor_inputs(inputs))

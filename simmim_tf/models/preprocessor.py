@@ -11,7 +11,12 @@ from keras_hub.layers import ResNetImageConverter
 # which setup.py pins): it runs `call` on tf tensors in and out of tf.data.
 from keras_hub.src.utils.tensor_utils import preprocessing_function
 
-from simmim_tf.image_decoding import DEFAULT_MAX_PIXELS, decode_on_white
+from simmim_tf.image_decoding import (
+    DEFAULT_MAX_PIXELS,
+    check_encoded_images,
+    decode_on_white,
+    refuse_where,
+)
 from simmim_tf.models.backbone import SimMIMBackbone
 from simmim_tf.models.inputs import MODALITIES, check_modalities
 
@@ -166,13 +171,20 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
         texts = tf.convert_to_tensor(texts)
         if texts.dtype != tf.string:
             raise TypeError(f"`texts` must be strings; got dtype {texts.dtype.name}.")
-        tf.debugging.assert_greater(
-            tf.strings.length(tf.strings.strip(texts)),
-            0,
-            message="SimMIMPreprocessor: a text is empty (or only whitespace); "
-            "every example needs at least one word.",
+        tokens = self.tokenizer(check_texts(texts, "texts"))
+        counts = tf.reshape(
+            tokens.row_lengths()
+            if isinstance(tokens, tf.RaggedTensor)
+            else tf.size(tokens),
+            [-1],
         )
-        return self.packer(self.tokenizer(texts))
+        empty = refuse_where(
+            counts == 0,
+            "SimMIMPreprocessor: a text is empty (no word, only whitespace or "
+            "control characters) at these indices:",
+        )
+        with tf.control_dependencies([empty]):
+            return self.packer(tokens)
 
     def _images(self, images) -> tf.Tensor:
         images = tf.convert_to_tensor(images)
@@ -182,6 +194,11 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
             raise ValueError(
                 "`images` must be [H, W, 3] or [batch, H, W, 3] RGB pixels or "
                 f"encoded image bytes; got shape {images.shape} ({images.dtype.name})."
+            )
+        if images.shape.rank == 4:
+            tf.debugging.assert_positive(
+                tf.shape(images)[0],
+                message="SimMIMPreprocessor: `images` holds zero examples.",
             )
         if images.dtype == tf.uint8:
             images = tf.cast(images, tf.float32) / 255.0
@@ -208,18 +225,20 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
         def decode_one(data):
             return self.image_converter(decode_on_white(data, self.max_pixels))
 
+        batch = tf.reshape(encoded, [-1])
         try:
-            if encoded.shape.rank == 0:
-                return decode_one(encoded)
-            return tf.map_fn(
+            checked = check_encoded_images(batch, self.max_pixels, "images")
+            decoded = tf.map_fn(
                 decode_one,
-                encoded,
+                checked,
                 fn_output_signature=tf.TensorSpec([*self.image_size, 3], tf.float32),
             )
         except tf.errors.InvalidArgumentError as error:
             raise ValueError(
-                f"SimMIMPreprocessor could not decode an image: {error.message}"
+                "SimMIMPreprocessor could not decode an image: "
+                + _first_undecodable(batch, decode_one, error.message)
             ) from None
+        return decoded[0] if encoded.shape.rank == 0 else decoded
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -229,3 +248,39 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
             modalities=self.modalities,
         )
         return config
+
+
+def check_texts(texts: tf.Tensor, name: str = "texts") -> tf.Tensor:
+    """`texts` once they pass: not a batch of zero, every one valid UTF-8.
+
+    Errors name `name` and the indices at fault. (Empty texts are found
+    after tokenising: a text of spaces or control characters has no word.)
+    """
+    flat = tf.reshape(texts, [-1])
+    utf8 = tf.equal(
+        tf.strings.unicode_transcode(flat, "UTF-8", "UTF-8", errors="replace"), flat
+    )
+    checks = [
+        refuse_where(
+            tf.reshape(tf.size(flat) == 0, [1]), f"`{name}` holds zero examples."
+        ),
+        refuse_where(~utf8, f"`{name}` at these indices are not valid UTF-8:"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(texts)
+
+
+def _first_undecodable(batch: tf.Tensor, decode, message: str) -> str:
+    """`message`, with the index of the first image that fails (eager only).
+
+    The header checks name their indices; a body that fails to decode does
+    not, so each image is decoded alone until one fails (the error path only).
+    """
+    if "at these indices" in message or not tf.executing_eagerly():
+        return message
+    for index in range(int(tf.size(batch))):
+        try:
+            decode(batch[index])
+        except tf.errors.InvalidArgumentError as error:
+            return f"`images` at index {index}: {error.message}"
+    return message
