@@ -259,7 +259,8 @@ class GrpcClient(ServingClient):
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec, signature)
         for name, array in arrays.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
+            dtype = tf.string if array.dtype == object else None  # even when empty
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(array, dtype=dtype))
         response = self._rpc(self._stub.Predict, request, timeout)
         return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 

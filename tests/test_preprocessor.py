@@ -155,6 +155,8 @@ def _image_formats() -> dict[str, tuple[bytes, np.ndarray]]:
         "GIF": (rgba.convert("RGB").convert("P"), "GIF", {}),
         "BMP": (rgba.convert("RGB"), "BMP", {}),
         "grey JPEG": (rgba.convert("L"), "JPEG", {"quality": 95}),
+        "RGB WebP": (rgba.convert("RGB"), "WEBP", {"lossless": True}),
+        "RGBA WebP": (rgba, "WEBP", {"lossless": True}),
     }
     cases = {}
     for name, (image, file_format, options) in images.items():

@@ -7,6 +7,7 @@ runs in its own process and sees only the SavedModels. Clients are
 `simmim_tf.serving`'s; answers are compared with the Keras models.
 """
 
+import io
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 import simmim_tf
 from simmim_tf.cli import main
@@ -24,6 +26,7 @@ from simmim_tf.export import export_run, write_models_config
 from simmim_tf.serving import GrpcClient, RestClient, ServingError, connect, run_load
 from simmim_tf.training.data import load_splits
 from simmim_tf.training.tasks import build_preprocessor
+from tests.bad_inputs import BAD_INPUTS, HANDLED_TEXTS
 from tests.conftest import export_run_folder, tiny_backbone
 
 
@@ -181,6 +184,56 @@ def test_errors_name_the_model_version_and_input_and_the_server_goes_on(
         client.predict({"image_bytes": [b"\x89PNG not really"]}, "embed_image")
     answer = client.predict({"text": texts}, "embed_text")
     np.testing.assert_allclose(answer["embedding"], keras_answers["embedding"], atol=1e-5)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_the_bad_input_catalogue_at_the_signature(served, case):
+    saved = tf.saved_model.load(str(served["base"] / "emoji" / "1"))
+    signature, inputs, message = BAD_INPUTS[case]
+    tensors = {name: tf.constant(value, tf.string) for name, value in inputs.items()}
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        saved.signatures[signature](**tensors)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+def test_the_bad_input_catalogue_at_the_endpoint_and_the_server_goes_on(
+    protocol, served, retrieval_run, google_examples, keras_answers
+):
+    image_bytes, texts = google_examples
+    client = connect(served[protocol], "emoji", protocol=protocol)
+    for case, (signature, inputs, message) in BAD_INPUTS.items():
+        with pytest.raises(ServingError, match=message):
+            client.predict(inputs, signature)
+        answer = client.predict({"text": texts}, "embed_text")  # the next good one
+        np.testing.assert_allclose(
+            answer["embedding"], keras_answers["embedding"], atol=1e-5, err_msg=case
+        )
+    for case, text in HANDLED_TEXTS.items():
+        embedding = client.predict({"text": [text]}, "embed_text")["embedding"]
+        assert embedding.shape == keras_answers["embedding"][:1].shape, case
+        np.testing.assert_allclose(np.linalg.norm(embedding), 1.0, atol=1e-5)
+
+    # Every common format: decoded as the preprocessor decodes it.
+    drawing = Image.open(io.BytesIO(image_bytes[0])).convert("RGB")
+    formats = {}
+    for name, options in {
+        "JPEG": {"quality": 95},
+        "GIF": {},
+        "BMP": {},
+        "WEBP": {"lossless": True},
+    }.items():
+        buffer = io.BytesIO()
+        drawing.save(buffer, name, **options)
+        formats[name] = buffer.getvalue()
+    encoded = np.array(list(formats.values()), dtype=object)
+    folder, config = retrieval_run
+    retriever = keras.models.load_model(folder / "model.keras")
+    x = build_preprocessor(config, modalities=("image",))({"images": encoded})
+    tower = retriever.backbone.image_tower(x["images"])["image_unimodal_embedding"]
+    served_embeddings = client.predict({"image_bytes": encoded}, "embed_image")
+    np.testing.assert_allclose(
+        served_embeddings["embedding"], tf.math.l2_normalize(tower, -1), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
