@@ -220,9 +220,20 @@ def test_a_decompression_bomb_is_refused_from_its_header(preprocessor):
         preprocessor({"images": [bomb], "texts": ["x"]})
 
 
-@pytest.mark.parametrize("file_format", ["PNG", "GIF", "BMP", "JPEG"])
-def test_declared_size_is_read_from_the_header(file_format):
-    data = _encode(Image.new("RGB", (100, 60), "red"), file_format)
+@pytest.mark.parametrize(
+    "file_format, mode, options",
+    [
+        ("PNG", "RGB", {}),
+        ("GIF", "RGB", {}),
+        ("BMP", "RGB", {}),
+        ("JPEG", "RGB", {}),
+        ("WEBP", "RGB", {}),  # VP8, lossy
+        ("WEBP", "RGB", {"lossless": True}),  # VP8L
+        ("WEBP", "RGBA", {"exif": Image.Exif().tobytes()}),  # VP8X, extended
+    ],
+)
+def test_declared_size_is_read_from_the_header(file_format, mode, options):
+    data = _encode(Image.new(mode, (100, 60), "red"), file_format, **options)
     height, width = declared_size(tf.constant(data))
     assert (int(height), int(width)) == (60, 100)
 
