@@ -39,6 +39,7 @@ import tensorflow_text
 
 from simmim_tf.atomic import atomic_write_text
 from simmim_tf.image_decoding import check_encoded_images
+from simmim_tf.model_files import load_model_file
 from simmim_tf.models.preprocessor import check_texts
 from simmim_tf.training.config import DEFAULT_CONFIG, load_config
 from simmim_tf.training.data import load_splits
@@ -106,9 +107,6 @@ def export_run(
 def load_run(run_dir: str | os.PathLike) -> tuple[keras.Model, dict]:
     """A SimMIM finetune run's model and config (task `retrieve` or `classify`)."""
     run_dir = pathlib.Path(run_dir)
-    model_path = run_dir / "model.keras"
-    if not model_path.is_file():
-        raise FileNotFoundError(f"{model_path} not found: is {run_dir} a finetune run?")
     config = load_config(run_dir / "config.yaml", defaults=DEFAULT_CONFIG)
     task = config["finetune"]["task"]
     if task not in ("retrieve", "classify"):
@@ -116,7 +114,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[keras.Model, dict]:
             f"{run_dir} is a {task!r} run; export takes SimMIM runs "
             "(finetune.task retrieve or classify)."
         )
-    return keras.models.load_model(model_path), config
+    return load_model_file(run_dir / "model.keras"), config
 
 
 def serving_versions() -> dict[str, str]:

@@ -20,6 +20,7 @@ import keras
 
 from simmim_tf.atomic import atomic_directory, atomic_path
 from simmim_tf.evaluation.evaluate import evaluate_model, write_metrics
+from simmim_tf.model_files import load_model_file
 from simmim_tf.training.config import save_config
 from simmim_tf.training.data import load_splits, make_batches
 from simmim_tf.training.fit import fit_model
@@ -89,10 +90,7 @@ def run_finetune(config: dict) -> dict:
 
 def evaluate_run(run_dir: str | pathlib.Path, config: dict) -> dict:
     """Reload a finetune run's `model.keras` and evaluate it under `config`."""
-    model_path = pathlib.Path(run_dir) / "model.keras"
-    if not model_path.is_file():
-        raise FileNotFoundError(f"{model_path} not found: is {run_dir} a finetune run?")
-    model = keras.models.load_model(model_path)
+    model = load_model_file(pathlib.Path(run_dir) / "model.keras")
     splits, _ = load_splits(config)
     metrics = evaluate_model(model, config, splits, build_preprocessor(config), run_dir)
     write_metrics(run_dir, config, metrics)

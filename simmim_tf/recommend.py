@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import pathlib
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from simmim_tf.evaluation.plots import plot_retrieval_grid
+from simmim_tf.model_files import load_model_file
 from simmim_tf.models.gallery_index import GalleryIndex
 from simmim_tf.training.config import DEFAULT_CONFIG, load_config
 from simmim_tf.training.data import load_splits, make_batches
@@ -67,7 +67,7 @@ def recommend(
     if artist is not None:
         config["data"]["test_vendor"] = artist
     model_file = run_dir / "model.keras"
-    retriever = keras.models.load_model(model_file)
+    retriever = load_model_file(model_file)
     # The gallery is encoded once per model: rebuilt when the model is newer.
     cache = run_dir / f"index_{config['data']['test_vendor']}.npz"
     if cache.is_file() and cache.stat().st_mtime >= model_file.stat().st_mtime:

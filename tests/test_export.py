@@ -13,6 +13,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
@@ -221,3 +222,19 @@ assert not unknown, unknown
         "fused_embedding",
     ):
         assert documented in shown.stdout
+
+
+def test_a_truncated_model_file_is_named_as_such(retrieval_run, tmp_path):
+    # Regression: Keras reported a truncated .keras file as "File not found".
+    folder, _ = retrieval_run
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "config.yaml").write_bytes((folder / "config.yaml").read_bytes())
+    whole = (folder / "model.keras").read_bytes()
+    (damaged / "model.keras").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="not a complete .keras archive"):
+        export_run(damaged, "emoji", base=tmp_path / "savedmodels")
+    (damaged / "model.keras").unlink()
+    with pytest.raises(FileNotFoundError, match="model.keras not found"):
+        export_run(damaged, "emoji", base=tmp_path / "savedmodels")
+    assert not (tmp_path / "savedmodels").exists()

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import simmim_tf
+from simmim_tf.models.retriever import SimMIMRetriever
 from tests.conftest import tiny_backbone
 
 
@@ -199,3 +200,25 @@ def test_graph_model_runs_in_a_tf_function(backbone, preprocessor, raw_batch):
     }
     assert not keras.ops.convert_to_numpy(inputs["padding_mask"])[:, 8:].any()
     np.testing.assert_allclose(fn(shorter), eager, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["classifier", "baseline", "retriever"])
+def test_predict_on_zero_examples_is_a_clear_error(task, preprocessor):
+    # Regression: Keras raised UnboundLocalError from inside its predict loop.
+    models = {
+        "classifier": lambda: simmim_tf.SimMIMClassifier(
+            backbone=tiny_backbone(), num_classes=5, preprocessor=preprocessor
+        ),
+        "baseline": lambda: simmim_tf.LateFusionBaseline(
+            num_classes=5, vocabulary_size=100
+        ),
+        "retriever": lambda: SimMIMRetriever(tiny_backbone()),
+    }
+    empty = {
+        "images": np.zeros((0, 16, 16, 3), np.uint8),
+        "texts": np.array([], dtype=object),
+    }
+    with pytest.raises(ValueError, match="predict got zero examples"):
+        models[task]().predict(empty)
+    with pytest.raises(ValueError, match="predict got zero examples"):
+        models[task]().predict(tf.data.Dataset.from_tensor_slices(empty).batch(2))

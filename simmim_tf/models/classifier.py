@@ -6,11 +6,16 @@ import keras
 import keras_hub
 
 from simmim_tf.models.backbone import SimMIMBackbone
-from simmim_tf.models.inputs import MODALITIES, check_modalities, model_inputs
+from simmim_tf.models.inputs import (
+    MODALITIES,
+    RefusesEmptyPredict,
+    check_modalities,
+    model_inputs,
+)
 from simmim_tf.models.preprocessor import SimMIMPreprocessor
 
 
-class ClassifierDefaults:
+class ClassifierDefaults(RefusesEmptyPredict):
     """`compile()` defaults shared by the classification models."""
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):

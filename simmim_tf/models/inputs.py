@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 MODALITIES = ("image", "text")
 
@@ -37,3 +38,26 @@ def model_inputs(
             shape=(None,), dtype="int32", name="padding_mask"
         )
     return inputs
+
+
+class RefusesEmptyPredict:
+    """`predict` on zero examples is a clear error (Keras fails with an
+    `UnboundLocalError` from inside its loop)."""
+
+    def predict(self, x, *args, **kwargs):
+        if _count_examples(x) == 0:
+            raise ValueError(
+                f"{type(self).__name__}.predict got zero examples; pass at least one."
+            )
+        return super().predict(x, *args, **kwargs)
+
+
+def _count_examples(x) -> int | None:
+    """Examples in `x` (arrays, a dict of them, or a tf.data set), None if unknown."""
+    if isinstance(x, tf.data.Dataset):
+        cardinality = int(x.cardinality())
+        return cardinality if cardinality >= 0 else None
+    leaves = tf.nest.flatten(x)
+    shapes = [getattr(leaf, "shape", None) for leaf in leaves]
+    sizes = [shape[0] for shape in shapes if shape is not None and len(shape)]
+    return int(sizes[0]) if sizes and sizes[0] is not None else None

@@ -8,12 +8,12 @@ import tensorflow as tf
 
 from simmim_tf.models.backbone import SimMIMBackbone
 from simmim_tf.models.gallery_index import GalleryIndex
-from simmim_tf.models.inputs import MODALITIES
+from simmim_tf.models.inputs import MODALITIES, RefusesEmptyPredict
 from simmim_tf.models.pretrainer import SimMIMPretrainer
 
 
 @keras.saving.register_keras_serializable(package="simmim_tf")
-class SimMIMRetriever(keras.Model):
+class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
     """Text->image and image->text retrieval (CLIP / ALBEF style).
 
     Trained with the pre-training objectives ITC + ITM (`objectives`, a
