@@ -186,13 +186,17 @@ def test_errors_name_the_model_version_and_input_and_the_server_goes_on(
     np.testing.assert_allclose(answer["embedding"], keras_answers["embedding"], atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def saved_retriever(served):
+    return tf.saved_model.load(str(served["base"] / "emoji" / "1"))
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_the_bad_input_catalogue_at_the_signature(served, case):
-    saved = tf.saved_model.load(str(served["base"] / "emoji" / "1"))
+def test_the_bad_input_catalogue_at_the_signature(saved_retriever, case):
     signature, inputs, message = BAD_INPUTS[case]
     tensors = {name: tf.constant(value, tf.string) for name, value in inputs.items()}
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-        saved.signatures[signature](**tensors)
+        saved_retriever.signatures[signature](**tensors)
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
