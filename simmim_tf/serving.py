@@ -184,6 +184,13 @@ def _as_array(value: Any, dtype: str, name: str, client: ServingClient) -> np.nd
     """`value` as an array of the signature's dtype; str becomes UTF-8 bytes."""
     if dtype == "string":
         array = np.asarray(value, dtype=object)
+        if not all(isinstance(item, (str, bytes)) for item in array.flat):
+            raise client._error(
+                "expected strings or bytes, got "
+                + ", ".join(sorted({type(item).__name__ for item in array.flat})),
+                "INVALID_ARGUMENT",
+                name,
+            )
         return np.vectorize(_utf8, otypes=[object])(array) if array.size else array
     array = np.asarray(value)
     if array.dtype == object or array.dtype.kind in "SU":
@@ -193,8 +200,8 @@ def _as_array(value: Any, dtype: str, name: str, client: ServingClient) -> np.nd
     return array.astype(dtype)
 
 
-def _utf8(value: Any) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+def _utf8(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
 
 
 class GrpcClient(ServingClient):

@@ -14,11 +14,13 @@ import subprocess
 import sys
 import time
 
+import grpc
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import simmim_tf
 from simmim_tf.cli import main
@@ -177,11 +179,27 @@ def test_errors_name_the_model_version_and_input_and_the_server_goes_on(
         client.predict({"text": texts, "image": image_bytes}, "embed_text")
     with pytest.raises(ServingError, match="no signature 'classify'"):
         client.predict({"text": texts}, "classify")
+    with pytest.raises(ServingError, match="input 'text'.*expected strings"):
+        client.predict({"text": [1, 2]}, "embed_text")
+    with pytest.raises(ServingError, match="input 'k'.*expected int32"):
+        client.predict({"text": texts, "k": "five"}, "search")
     # Refused by the model itself, inside the server.
     with pytest.raises(ServingError, match="(?s)INVALID_ARGUMENT.*a text is empty"):
         client.predict({"text": ["a cat", "   "]}, "embed_text")
     with pytest.raises(ServingError, match="INVALID_ARGUMENT"):
         client.predict({"image_bytes": [b"\x89PNG not really"]}, "embed_image")
+    if protocol == "grpc":  # past the client's checks: the server checks dtypes too
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "emoji"
+        request.model_spec.signature_name = "embed_text"
+        request.inputs["text"].CopyFrom(tf.make_tensor_proto(np.array([1, 2], np.int32)))
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(
+            grpc.insecure_channel(served["grpc"])
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Predict(request, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "text" in refused.value.details()
     answer = client.predict({"text": texts}, "embed_text")
     np.testing.assert_allclose(answer["embedding"], keras_answers["embedding"], atol=1e-5)
 
