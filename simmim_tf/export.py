@@ -41,6 +41,7 @@ from simmim_tf.atomic import atomic_write_text
 from simmim_tf.image_decoding import check_encoded_images
 from simmim_tf.model_files import load_model_file
 from simmim_tf.models.preprocessor import check_texts
+from simmim_tf.models.retriever import rerank_candidates
 from simmim_tf.training.config import DEFAULT_CONFIG, load_config
 from simmim_tf.training.data import load_splits
 from simmim_tf.training.tasks import build_preprocessor
@@ -325,13 +326,7 @@ def retrieval_module(model, config: dict) -> _ServingModule:
             tf.gather(tower["text_token_states"], repeat),
             tf.gather(texts["padding_mask"], repeat),
         )
-        rescored = scores[:, :rerank] + tf.reshape(itm, [queries, rerank])
-        best, order = tf.math.top_k(rescored, k=rerank)
-        reordered = tf.gather(candidates, order, batch_dims=1)
-        return (
-            tf.concat([best, scores[:, rerank:]], axis=1),
-            tf.concat([reordered, top[:, rerank:]], axis=1),
-        )
+        return rerank_candidates(scores, top, tf.reshape(itm, [queries, rerank]))
 
     module.serving_signatures = lambda: {
         "embed_image": embed_image,

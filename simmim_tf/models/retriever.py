@@ -207,13 +207,11 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
         reranked = np.zeros(top.shape, bool)
         rerank_k = min(rerank_k, depth)
         if rerank_k:
-            candidates = top[:, :rerank_k]
-            rescored = scores[:, :rerank_k] + self._matching_scores(
-                queries, gallery, candidates, batch_size
+            itm = self._matching_scores(queries, gallery, top[:, :rerank_k], batch_size)
+            scores, top = (
+                tensor.numpy()
+                for tensor in rerank_candidates(scores, top, itm.astype(scores.dtype))
             )
-            order = np.argsort(-rescored, axis=1, kind="stable")
-            top[:, :rerank_k] = np.take_along_axis(candidates, order, axis=1)
-            scores[:, :rerank_k] = np.take_along_axis(rescored, order, axis=1)
             reranked[:, :rerank_k] = True
         top, scores, reranked = top[:, :k], scores[:, :k], reranked[:, :k]
         return {
@@ -261,3 +259,31 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
 def _pad_to(array: np.ndarray, width: int) -> np.ndarray:
     padding = [(0, 0), (0, width - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
     return np.pad(array, padding)
+
+
+def rerank_candidates(
+    scores: tf.Tensor, top: tf.Tensor, itm_log_odds: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Re-order each query's first `r` candidates by ITC logit + ITM log-odds.
+
+    One piece of logic for `SimMIMRetriever.search` and the exported `search`
+    signature. Ties keep the dual order (top_k puts the lower index first).
+
+    Args:
+        scores: `[Q, depth]` ITC logits of the candidates, best first.
+        top: `[Q, depth]` their gallery rows.
+        itm_log_odds: `[Q, r]`, `r <= depth`: the graph's ITM log-odds of
+            each query with its first `r` candidates.
+
+    Returns:
+        `(scores, top)`, `[Q, depth]`: the first `r` re-scored and re-ordered,
+        the rest unchanged below them.
+    """
+    rerank = tf.shape(itm_log_odds)[1]
+    rescored = scores[:, :rerank] + itm_log_odds
+    best, order = tf.math.top_k(rescored, k=rerank)
+    reordered = tf.gather(top[:, :rerank], order, batch_dims=1)
+    return (
+        tf.concat([best, scores[:, rerank:]], axis=1),
+        tf.concat([reordered, top[:, rerank:]], axis=1),
+    )
