@@ -27,6 +27,7 @@ the model's image size (the app resizes; normalisation is inside);
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
@@ -67,8 +68,9 @@ def export_tflite(
     model, config = load_run(run_dir)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    modules = phone_models(model, config)
-    calibration = calibration_inputs(config, calibration_examples)
+    preprocessor = build_preprocessor(config)
+    modules = phone_models(model, preprocessor, config["finetune"]["task"])
+    calibration = calibration_inputs(preprocessor, config, calibration_examples)
     files = {}
     # Functional models and layers only: SavedModel cannot trace a subclassed task.
     owner = model if config["finetune"]["task"] == "classify" else model.backbone
@@ -85,7 +87,6 @@ def export_tflite(
                     spec.name: [spec.dtype.name, spec.shape.as_list()] for spec in specs
                 },
             }
-    preprocessor = build_preprocessor(config)
     vocabulary = preprocessor.tokenizer.get_vocabulary()
     atomic_write_text(out / "vocab.txt", "\n".join(vocabulary) + "\n")
     if config["finetune"]["task"] == "classify":
@@ -117,16 +118,13 @@ def export_tflite(
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
 
 
-def phone_models(model, config: dict) -> dict[str, tuple]:
+def phone_models(model, preprocessor, task: str) -> dict[str, tuple]:
     """`{name: (function, input specs)}`: what each `.tflite` file computes."""
-    preprocessor = build_preprocessor(config)
     converter = preprocessor.image_converter
     scale = tf.constant(converter.scale, tf.float32)
     offset = tf.constant(converter.offset, tf.float32)
@@ -145,7 +143,7 @@ def phone_models(model, config: dict) -> dict[str, tuple]:
             "padding_mask": tf.cast(inputs["padding_mask"], tf.bool),
         }
 
-    if config["finetune"]["task"] == "classify":
+    if task == "classify":
         specs = []
         if "image" in model.modalities:
             specs.append(pixels)
@@ -175,22 +173,33 @@ def phone_models(model, config: dict) -> dict[str, tuple]:
     }
 
 
-def calibration_inputs(config: dict, examples: int) -> list[dict[str, np.ndarray]]:
-    """Training-split examples as phone inputs (pixels, token ids, mask)."""
-    preprocessor = build_preprocessor(config)
-    converter = preprocessor.image_converter
+def phone_inputs(x: dict, converter) -> dict[str, np.ndarray]:
+    """`SimMIMPreprocessor` outputs as the phone models' batched inputs.
+
+    Pixels go back to [0, 1] (the preprocessor's resize kept, its
+    normalisation by `converter` undone); token ids and mask become int32.
+    """
+    pixels = (np.asarray(x["images"]) - np.array(converter.offset)) / np.array(
+        converter.scale
+    )
+    return {
+        "pixels": np.clip(pixels, 0.0, 1.0).astype(np.float32),
+        "token_ids": np.asarray(x["token_ids"]).astype(np.int32),
+        "padding_mask": np.asarray(x["padding_mask"]).astype(np.int32),
+    }
+
+
+def calibration_inputs(
+    preprocessor, config: dict, examples: int
+) -> list[dict[str, np.ndarray]]:
+    """Training-split examples as phone inputs, one example each."""
     train = load_splits(config)[0]["train"].take(examples)
     batch = next(iter(train.batch(examples)))
     x = preprocessor({"images": batch["image"], "texts": batch["text"]})
-    # The preprocessor's own resize, then its normalisation undone: [0, 1].
-    pixels = (x["images"] - np.array(converter.offset)) / np.array(converter.scale)
+    phone = phone_inputs(x, preprocessor.image_converter)
     return [
-        {
-            "pixels": np.clip(pixels[i : i + 1], 0.0, 1.0).astype(np.float32),
-            "token_ids": x["token_ids"][i : i + 1].numpy().astype(np.int32),
-            "padding_mask": x["padding_mask"][i : i + 1].numpy().astype(np.int32),
-        }
-        for i in range(len(pixels))
+        {name: value[i : i + 1] for name, value in phone.items()}
+        for i in range(len(phone["pixels"]))
     ]
 
 

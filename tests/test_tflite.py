@@ -12,7 +12,7 @@ import tensorflow as tf
 import simmim_tf
 from simmim_tf.cli import main
 from simmim_tf.reference_tokenizer import ReferenceTokenizer
-from simmim_tf.tflite import VARIANTS, LiteModel, convert
+from simmim_tf.tflite import VARIANTS, LiteModel, convert, phone_inputs
 from simmim_tf.training.data import load_splits
 from simmim_tf.training.tasks import build_preprocessor
 from tests.conftest import export_run_folder, tiny_backbone
@@ -21,9 +21,8 @@ from tests.conftest import export_run_folder, tiny_backbone
 def _phone_inputs(config, image_bytes, texts, out) -> list[dict]:
     """Per example: pixels in [0, 1] at the model's size, ids from vocab.txt."""
     preprocessor = build_preprocessor(config)
-    converter = preprocessor.image_converter
-    images = preprocessor({"images": image_bytes, "texts": texts})["images"]
-    pixels = (images - np.array(converter.offset)) / np.array(converter.scale)
+    x = preprocessor({"images": image_bytes, "texts": texts})
+    pixels = phone_inputs(x, preprocessor.image_converter)["pixels"]
     tokenizer = ReferenceTokenizer.from_file(
         str(out / "vocab.txt"), preprocessor.sequence_length
     )
@@ -32,7 +31,7 @@ def _phone_inputs(config, image_bytes, texts, out) -> list[dict]:
         token_ids, padding_mask = tokenizer(text.decode("utf-8"))
         rows.append(
             {
-                "pixels": pixels[index : index + 1].numpy().astype(np.float32),
+                "pixels": pixels[index : index + 1],
                 "token_ids": np.array([token_ids], np.int32),
                 "padding_mask": np.array([padding_mask], np.int32),
             }

@@ -28,27 +28,20 @@ from simmim_tf.evaluation.report import print_table
 from simmim_tf.evaluation.retrieval import recall_at_k
 from simmim_tf.export import export_run, load_run, write_models_config
 from simmim_tf.serving import GrpcClient, run_load
-from simmim_tf.tflite import VARIANTS, LiteModel, export_tflite
+from simmim_tf.tflite import VARIANTS, LiteModel, export_tflite, phone_inputs
 from simmim_tf.training.data import load_splits
 from simmim_tf.training.tasks import build_preprocessor
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def test_inputs(config: dict, modalities=("image", "text")) -> tuple[dict, dict]:
-    """The test split: model inputs (Keras) and per-example phone inputs."""
+def test_inputs(config: dict) -> tuple[dict, dict]:
+    """The test split: model inputs (Keras) and batched phone inputs."""
     test = load_splits(config)[0]["test"]
     batch = next(iter(test.batch(100_000)))
     preprocessor = build_preprocessor(config)
     x = preprocessor({"images": batch["image"], "texts": batch["text"]})
-    converter = preprocessor.image_converter
-    pixels = (x["images"] - np.array(converter.offset)) / np.array(converter.scale)
-    phone = {
-        "pixels": np.clip(pixels.numpy(), 0, 1).astype(np.float32),
-        "token_ids": x["token_ids"].numpy().astype(np.int32),
-        "padding_mask": x["padding_mask"].numpy().astype(np.int32),
-    }
-    return x, phone
+    return x, phone_inputs(x, preprocessor.image_converter)
 
 
 def run_lite(path: pathlib.Path, phone: dict, names: tuple[str, ...]) -> tuple:
