@@ -27,6 +27,7 @@ the model's image size (the app resizes; normalisation is inside);
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -203,19 +204,20 @@ def calibration_inputs(
     ]
 
 
-def convert(
+@contextlib.contextmanager
+def tflite_converter(
     function,
     owner: tf.Module,
     specs: list[tf.TensorSpec],
     variant: str,
     calibration: list[dict[str, np.ndarray]],
-    name: str,
-) -> bytes:
-    """One variant's flatbuffer, builtin ops only.
+):
+    """A `TFLiteConverter` set up for one variant, builtin ops only.
 
     Goes through Keras's `ExportArchive` SavedModel, as Keras's own LiteRT
     export does: on that path the converter freezes Keras 3 variables into
-    constants (a plain `tf.Module` leaves them as resource variables).
+    constants (a plain `tf.Module` leaves them as resource variables). The
+    SavedModel is deleted when the context exits.
     """
     archive = keras.export.ExportArchive()
     archive.track(owner)  # Keras's way of saving its variables as constants-to-be
@@ -238,6 +240,21 @@ def convert(
             converter.representative_dataset = lambda: (
                 [example[spec.name] for spec in specs] for example in calibration
             )
+        yield converter
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def convert(
+    function,
+    owner: tf.Module,
+    specs: list[tf.TensorSpec],
+    variant: str,
+    calibration: list[dict[str, np.ndarray]],
+    name: str,
+) -> bytes:
+    """One variant's flatbuffer, builtin ops only (see `tflite_converter`)."""
+    with tflite_converter(function, owner, specs, variant, calibration) as converter:
         try:
             return converter.convert()
         except Exception as error:  # ConverterError and friends: name what failed
@@ -245,8 +262,6 @@ def convert(
                 f"TFLite conversion of {name} ({variant}, builtin ops only) "
                 f"failed: {error}"
             ) from None
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class LiteModel:
