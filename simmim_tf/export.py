@@ -38,9 +38,7 @@ import tensorflow as tf
 import tensorflow_text
 
 from simmim_tf.atomic import atomic_write_text
-from simmim_tf.image_decoding import check_encoded_images
 from simmim_tf.model_files import load_model_file
-from simmim_tf.models.preprocessor import check_texts
 from simmim_tf.models.retriever import rerank_candidates
 from simmim_tf.training.config import DEFAULT_CONFIG, load_config
 from simmim_tf.training.data import load_splits
@@ -175,16 +173,13 @@ class _ServingModule(tf.Module):
             for modality in ("image", "text")
         }
 
+    # Errors name the signature's own inputs.
     def images(self, image_bytes):
-        # Checked under the signature's own input name first.
-        preprocessor = self.preprocessors["image"]
-        checked = check_encoded_images(
-            image_bytes, preprocessor.max_pixels, "image_bytes"
-        )
-        return preprocessor({"images": checked})["images"]
+        return self.preprocessors["image"].decode_images(image_bytes, "image_bytes")
 
     def texts(self, text) -> dict:
-        return self.preprocessors["text"]({"texts": check_texts(text, "text")})
+        token_ids, padding_mask = self.preprocessors["text"].tokenize(text, "text")
+        return {"token_ids": token_ids, "padding_mask": padding_mask}
 
     @staticmethod
     def paired(image_bytes, text):

@@ -157,7 +157,7 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
         if "image" in self.modalities:
             inputs["images"] = self._images(x["images"])
         if "text" in self.modalities:
-            inputs["token_ids"], inputs["padding_mask"] = self._texts(x["texts"])
+            inputs["token_ids"], inputs["padding_mask"] = self.tokenize(x["texts"])
         if len(inputs) == 3 and inputs["token_ids"].shape.rank == 2:
             tf.debugging.assert_equal(
                 tf.shape(inputs["images"])[0],
@@ -167,11 +167,18 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
             )
         return keras.utils.pack_x_y_sample_weight(inputs, y, sample_weight)
 
-    def _texts(self, texts) -> tuple[tf.Tensor, tf.Tensor]:
+    def tokenize(self, texts, name: str = "texts") -> tuple[tf.Tensor, tf.Tensor]:
+        """`token_ids` and `padding_mask` of strings; errors name `name`.
+
+        Refused, naming the indices at fault: a batch of zero, invalid UTF-8,
+        a text with no token (only whitespace or control characters).
+        """
+        if not self.built:
+            self.build()
         texts = tf.convert_to_tensor(texts)
         if texts.dtype != tf.string:
-            raise TypeError(f"`texts` must be strings; got dtype {texts.dtype.name}.")
-        tokens = self.tokenizer(check_texts(texts, "texts"))
+            raise TypeError(f"`{name}` must be strings; got dtype {texts.dtype.name}.")
+        tokens = self.tokenizer(check_texts(texts, name))
         counts = tf.reshape(
             tokens.row_lengths()
             if isinstance(tokens, tf.RaggedTensor)
@@ -181,7 +188,7 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
         empty = refuse_where(
             counts == 0,
             "SimMIMPreprocessor: a text is empty (no word, only whitespace or "
-            "control characters) at these indices:",
+            f"control characters) in `{name}` at these indices:",
         )
         with tf.control_dependencies([empty]):
             return self.packer(tokens)
@@ -189,7 +196,7 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
     def _images(self, images) -> tf.Tensor:
         images = tf.convert_to_tensor(images)
         if images.dtype == tf.string:
-            return self._decode(images)
+            return self.decode_images(images)
         if images.shape.rank not in (3, 4) or images.shape[-1] != 3:
             raise ValueError(
                 "`images` must be [H, W, 3] or [batch, H, W, 3] RGB pixels or "
@@ -219,15 +226,16 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
             )
         return self.image_converter(images)
 
-    def _decode(self, encoded: tf.Tensor) -> tf.Tensor:
-        """Bytes to model inputs, image by image (their sizes differ)."""
+    def decode_images(self, encoded: tf.Tensor, name: str = "images") -> tf.Tensor:
+        """Encoded image bytes to model inputs, image by image (their sizes
+        differ); errors name `name` and the indices at fault."""
 
         def decode_one(data):
             return self.image_converter(decode_on_white(data, self.max_pixels))
 
         batch = tf.reshape(encoded, [-1])
         try:
-            checked = check_encoded_images(batch, self.max_pixels, "images")
+            checked = check_encoded_images(batch, self.max_pixels, name)
             decoded = tf.map_fn(
                 decode_one,
                 checked,
@@ -236,7 +244,7 @@ class SimMIMPreprocessor(keras_hub.models.Preprocessor):
         except tf.errors.InvalidArgumentError as error:
             raise ValueError(
                 "SimMIMPreprocessor could not decode an image: "
-                + _first_undecodable(batch, decode_one, error.message)
+                + _first_undecodable(batch, decode_one, error.message, name)
             ) from None
         return decoded[0] if encoded.shape.rank == 0 else decoded
 
@@ -270,7 +278,7 @@ def check_texts(texts: tf.Tensor, name: str = "texts") -> tf.Tensor:
         return tf.identity(texts)
 
 
-def _first_undecodable(batch: tf.Tensor, decode, message: str) -> str:
+def _first_undecodable(batch: tf.Tensor, decode, message: str, name: str) -> str:
     """`message`, with the index of the first image that fails (eager only).
 
     The header checks name their indices; a body that fails to decode does
@@ -282,5 +290,5 @@ def _first_undecodable(batch: tf.Tensor, decode, message: str) -> str:
         try:
             decode(batch[index])
         except tf.errors.InvalidArgumentError as error:
-            return f"`images` at index {index}: {error.message}"
+            return f"`{name}` at index {index}: {error.message}"
     return message
