@@ -111,6 +111,17 @@ def retrieval_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def exported_retriever(retrieval_run, tmp_path_factory):
+    """`retrieval_run` exported once as `emoji` version 1; tests only read it
+    (test_serving adds other models beside it)."""
+    from simmim_tf.export import export_run
+
+    return export_run(
+        retrieval_run[0], "emoji", base=tmp_path_factory.mktemp("shared") / "savedmodels"
+    )
+
+
+@pytest.fixture(scope="session")
 def google_examples(retrieval_run):
     """Eight google drawings as PNG bytes, with their texts."""
     _, config = retrieval_run

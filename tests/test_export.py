@@ -69,12 +69,11 @@ assert not [m for m in sys.modules if m.startswith(('simmim_tf', 'keras_hub'))]
 
 
 def test_retrieval_export_matches_keras_in_a_process_without_simmim_tf(
-    retrieval_run, google_examples, tmp_path
+    retrieval_run, exported_retriever, google_examples, tmp_path
 ):
     folder, config = retrieval_run
-    base = tmp_path / "savedmodels"
-    path = export_run(folder, "emoji", base=base)
-    assert path == base / "emoji" / "1"
+    path = exported_retriever
+    assert path.parts[-2:] == ("emoji", "1")
     image_bytes, texts = google_examples
     served = _serve(
         path,
@@ -122,10 +121,14 @@ def test_retrieval_export_matches_keras_in_a_process_without_simmim_tf(
     np.testing.assert_allclose(served["search:scores"], found["scores"], atol=1e-4)
 
 
-def test_versions_are_never_overwritten_and_models_config_is_valid(
-    retrieval_run, tmp_path, capsys
-):
-    folder, _ = retrieval_run
+def test_versions_are_never_overwritten_and_models_config_is_valid(tmp_path, capsys):
+    # An image-only classifier: the cheapest run to export twice.
+    classifier = simmim_tf.SimMIMClassifier(
+        backbone=tiny_backbone(), num_classes=100, modalities=("image",)
+    )
+    folder, _ = export_run_folder(
+        tmp_path / "cls", classifier, task="classify", label="subgroup"
+    )
     base = tmp_path / "savedmodels"
     args = ["export", "--run-dir", str(folder), "--name", "emoji", "--base", str(base)]
     assert main(args) == 0 and main(args) == 0

@@ -47,11 +47,10 @@ def _classifier(seed: int) -> simmim_tf.SimMIMClassifier:
 
 
 @pytest.fixture(scope="module")
-def served(retrieval_run, tmp_path_factory):
+def served(exported_retriever, tmp_path_factory):
     """Two exported models behind one server process; clients for both protocols."""
     root = tmp_path_factory.mktemp("serving")
-    base = root / "savedmodels"
-    export_run(retrieval_run[0], "emoji", base=base)
+    base = exported_retriever.parent.parent  # emoji/1 is there already
     classifier = _classifier(seed=1)
     classifier_run, _ = export_run_folder(
         root / "cls", classifier, task="classify", label="subgroup"
