@@ -93,6 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     tflite.add_argument("--run-dir", required=True, help="a finetune run folder")
     tflite.add_argument("--out", required=True, help="output folder")
     tflite.add_argument("--variants", nargs="+", default=None, help="default: all four")
+    tflite.add_argument(
+        "--min-cosine",
+        type=float,
+        default=None,
+        help="embeddings: least cosine to the float model for a variant to be "
+        "written (default 0.9)",
+    )
+    tflite.add_argument(
+        "--min-agreement",
+        type=float,
+        default=None,
+        help="classifiers: least top-1 agreement with the float model (default 0.9)",
+    )
 
     query = commands.add_parser(
         "query", help="ask a model served by TF Serving (gRPC or REST)"
@@ -213,13 +226,21 @@ def print_recommendations(args: argparse.Namespace) -> None:
 
 def print_tflite(args: argparse.Namespace) -> None:
     """Convert, then list the files with their sizes."""
-    from simmim_tf.tflite import VARIANTS, export_tflite
+    from simmim_tf.tflite import MIN_AGREEMENT, MIN_COSINE, VARIANTS, export_tflite
 
     manifest = export_tflite(
-        args.run_dir, args.out, variants=tuple(args.variants or VARIANTS)
+        args.run_dir,
+        args.out,
+        variants=tuple(args.variants or VARIANTS),
+        min_cosine=MIN_COSINE if args.min_cosine is None else args.min_cosine,
+        min_agreement=(
+            MIN_AGREEMENT if args.min_agreement is None else args.min_agreement
+        ),
     )
     for filename, info in manifest["files"].items():
         print(f"{filename:<36} {info['bytes'] / 1e6:8.2f} MB")
+    for filename, info in manifest["refused"].items():
+        print(f"refused {filename}: {info['reason']}", file=sys.stderr)
     print(f"wrote {pathlib.Path(args.out) / 'manifest.json'} and vocab.txt")
 
 

@@ -22,7 +22,17 @@ the model's image size (the app resizes; normalisation is inside);
   a phone suggests emoji offline from the text tower and the gallery alone
   (dual-encoder ranking; graph re-ranking stays on the server).
 
-`manifest.json` lists every file with its inputs, outputs and size.
+Every variant is verified before it is written: LiteRT runs it on examples
+of the validation split (held-out training concepts, never the test artist)
+and its outputs are compared with the float model it was converted from. A
+variant below the bar (`min_cosine` for embeddings, `min_agreement` top-1 for
+a classifier) or one that LiteRT cannot run is refused: not written, and
+listed with the reason and the measured number under `refused` in the
+manifest. Full int8 of the MiniLM text tower is refused this way (see
+docs/deployment.md: its residual stream has outlier features that a
+per-tensor int8 scale cannot hold).
+
+`manifest.json` lists every file with its inputs, size and agreement.
 """
 
 from __future__ import annotations
@@ -47,6 +57,13 @@ from simmim_tf.training.tasks import build_preprocessor
 VARIANTS = ("float32", "float16", "dynamic_int8", "full_int8")
 # Calibration examples for full int8 (TFLite's guidance: a few hundred).
 CALIBRATION_EXAMPLES = 200
+# Validation examples every variant must agree on before it is written.
+VERIFICATION_EXAMPLES = 64
+# Embeddings: the smallest cosine to the float model's (int8 towers that
+# keep their ranking measure 0.99 and more; a broken one 0.4).
+MIN_COSINE = 0.9
+# Classifiers: top-1 agreement with the float model.
+MIN_AGREEMENT = 0.9
 
 
 def export_tflite(
@@ -54,13 +71,19 @@ def export_tflite(
     out_dir: str | os.PathLike,
     variants: tuple[str, ...] = VARIANTS,
     calibration_examples: int = CALIBRATION_EXAMPLES,
+    min_cosine: float = MIN_COSINE,
+    min_agreement: float = MIN_AGREEMENT,
 ) -> dict:
     """Convert a finetune run's models to TFLite; returns the manifest.
+
+    Variants that fail verification (see the module docstring) are not
+    written; `manifest["refused"]` says why.
 
     Example:
     ```python
     manifest = export_tflite("runs/ret", "phone")
-    manifest["files"]["text_tower_full_int8.tflite"]["bytes"]
+    manifest["files"]["image_tower_full_int8.tflite"]["agreement"]
+    manifest["refused"]  # {"text_tower_full_int8.tflite": {"reason": ...}}
     ```
     """
     unknown = set(variants) - set(VARIANTS)
@@ -72,13 +95,27 @@ def export_tflite(
     preprocessor = build_preprocessor(config)
     modules = phone_models(model, preprocessor, config["finetune"]["task"])
     calibration = calibration_inputs(preprocessor, config, calibration_examples)
-    files = {}
+    validation = split_inputs(preprocessor, config, "validation", VERIFICATION_EXAMPLES)
+    files, refused = {}, {}
     # Functional models and layers only: SavedModel cannot trace a subclassed task.
     owner = model if config["finetune"]["task"] == "classify" else model.backbone
     for name, (function, specs) in modules.items():
+        inputs = {spec.name: validation[spec.name] for spec in specs}
+        expected = {
+            key: value.numpy()
+            for key, value in function(
+                {key: tf.constant(value) for key, value in inputs.items()}
+            ).items()
+        }
         for variant in variants:
             flatbuffer = convert(function, owner, specs, variant, calibration, name)
             filename = f"{name}_{variant}.tflite"
+            agreement, failure = verify(
+                flatbuffer, inputs, expected, min_cosine, min_agreement
+            )
+            if failure:
+                refused[filename] = {"model": name, "variant": variant, "reason": failure}
+                continue
             atomic_write_bytes(out / filename, flatbuffer)
             files[filename] = {
                 "model": name,
@@ -87,6 +124,7 @@ def export_tflite(
                 "inputs": {
                     spec.name: [spec.dtype.name, spec.shape.as_list()] for spec in specs
                 },
+                "agreement": agreement,
             }
     vocabulary = preprocessor.tokenizer.get_vocabulary()
     atomic_write_text(out / "vocab.txt", "\n".join(vocabulary) + "\n")
@@ -113,6 +151,7 @@ def export_tflite(
             "strip_accents": bool(preprocessor.tokenizer.strip_accents),
         },
         "files": files,
+        "refused": refused,
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
     return manifest
@@ -190,18 +229,68 @@ def phone_inputs(x: dict, converter) -> dict[str, np.ndarray]:
     }
 
 
+def split_inputs(
+    preprocessor, config: dict, split: str, examples: int
+) -> dict[str, np.ndarray]:
+    """The first `examples` of a split as batched phone inputs."""
+    dataset = load_splits(config)[0][split].take(examples)
+    batch = next(iter(dataset.batch(examples)))
+    x = preprocessor({"images": batch["image"], "texts": batch["text"]})
+    return phone_inputs(x, preprocessor.image_converter)
+
+
 def calibration_inputs(
     preprocessor, config: dict, examples: int
 ) -> list[dict[str, np.ndarray]]:
     """Training-split examples as phone inputs, one example each."""
-    train = load_splits(config)[0]["train"].take(examples)
-    batch = next(iter(train.batch(examples)))
-    x = preprocessor({"images": batch["image"], "texts": batch["text"]})
-    phone = phone_inputs(x, preprocessor.image_converter)
+    phone = split_inputs(preprocessor, config, "train", examples)
     return [
         {name: value[i : i + 1] for name, value in phone.items()}
         for i in range(len(phone["pixels"]))
     ]
+
+
+def verify(
+    flatbuffer: bytes,
+    inputs: dict[str, np.ndarray],
+    expected: dict[str, np.ndarray],
+    min_cosine: float,
+    min_agreement: float,
+) -> tuple[dict, str | None]:
+    """Run a converted model in LiteRT on every example of `inputs` and
+    compare with `expected` (the float model's outputs).
+
+    Returns the agreement figures and, when the model misses the bar or
+    LiteRT cannot run it, the reason to refuse it (else None).
+    """
+    count = len(next(iter(inputs.values())))
+    try:
+        lite = LiteModel(flatbuffer)
+        answers = [
+            lite({key: value[i : i + 1] for key, value in inputs.items()})
+            for i in range(count)
+        ]
+    except RuntimeError as error:  # a kernel refusing at run time
+        return {}, f"LiteRT could not run it: {str(error).strip()[:200]}"
+    if "embedding" in expected:
+        got = np.concatenate([a["embedding"] for a in answers])
+        cosine = float(np.min(np.sum(got * expected["embedding"], -1)))
+        agreement = {"examples": count, "min_cosine": cosine}
+        if not cosine >= min_cosine:  # NaN fails too
+            return agreement, (
+                f"smallest cosine to the float model {cosine:.3f} on {count} "
+                f"validation examples (needs >= {min_cosine})"
+            )
+        return agreement, None
+    got = np.concatenate([a["probabilities"] for a in answers])
+    top1 = float(np.mean(got.argmax(-1) == expected["probabilities"].argmax(-1)))
+    agreement = {"examples": count, "top1_agreement": top1}
+    if not top1 >= min_agreement:
+        return agreement, (
+            f"top-1 agreement with the float model {top1:.1%} on {count} "
+            f"validation examples (needs >= {min_agreement:.0%})"
+        )
+    return agreement, None
 
 
 @contextlib.contextmanager
@@ -265,7 +354,8 @@ def convert(
 
 
 class LiteModel:
-    """One `.tflite` file in LiteRT's interpreter, called with a dict.
+    """One `.tflite` model (a file, or its bytes) in LiteRT's interpreter,
+    called with a dict.
 
     Example:
     ```python
@@ -274,11 +364,13 @@ class LiteModel:
     ```
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, model: str | os.PathLike | bytes):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.path = pathlib.Path(path)
-        self.interpreter = Interpreter(model_path=str(self.path))
+        if isinstance(model, bytes):
+            self.interpreter = Interpreter(model_content=model)
+        else:
+            self.interpreter = Interpreter(model_path=str(model))
         self.runner = self.interpreter.get_signature_runner("serving_default")
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -85,6 +85,9 @@ def test_retrieval_towers_match_keras_in_litert(
             cosine = np.sum(got * expected[tower], -1)
             assert cosine.min() > 0.9, (filename, cosine)
         assert (out / filename).stat().st_size == info["bytes"]
+    assert manifest["refused"] == {}
+    for info in manifest["files"].values():  # verified on validation examples
+        assert info["agreement"]["min_cosine"] >= 0.9
     sizes = {name: info["bytes"] for name, info in manifest["files"].items()}
     for tower in inputs:
         assert (
@@ -104,6 +107,9 @@ def test_classifier_with_the_graph_matches_keras_in_litert(tmp_path, google_exam
     )
     out = tmp_path / "phone"
     args = ["tflite", "--run-dir", str(folder), "--out", str(out)]
+    # Untrained: near-uniform probabilities, whose argmax int8 rounding may
+    # flip; the probabilities themselves are compared below.
+    args += ["--min-agreement", "0"]
     assert main([*args, "--variants", "float32", "full_int8"]) == 0
     names = load_splits(config)[1].info.features["subgroup"].names
     assert (out / "labels.txt").read_text().splitlines() == names
@@ -117,6 +123,32 @@ def test_classifier_with_the_graph_matches_keras_in_litert(tmp_path, google_exam
     quantised = _run(LiteModel(out / "classifier_full_int8.tflite"), rows, every_input)
     # int8 softmax outputs step by 1/256; measured 0.002 off.
     np.testing.assert_allclose(quantised["probabilities"], expected, atol=0.01)
+
+
+def test_a_variant_that_disagrees_with_the_float_model_is_refused(
+    retrieval_run, tmp_path, capsys
+):
+    folder, _ = retrieval_run
+    out = tmp_path / "phone"
+    args = ["tflite", "--run-dir", str(folder), "--out", str(out)]
+    # float32 agrees to rounding (cosine 1 - 2e-7); int8 weights do not
+    # (1 - 1e-5 and below, measured).
+    args += ["--variants", "float32", "dynamic_int8", "--min-cosine", "0.999999"]
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == [
+        "image_tower_float32.tflite",
+        "text_tower_float32.tflite",
+    ]
+    assert sorted(manifest["refused"]) == [
+        "image_tower_dynamic_int8.tflite",
+        "text_tower_dynamic_int8.tflite",
+    ]
+    assert not list(out.glob("*dynamic_int8*"))
+    err = capsys.readouterr().err
+    for filename, info in manifest["refused"].items():
+        assert "smallest cosine to the float model" in info["reason"]
+        assert f"refused {filename}: {info['reason']}" in err
 
 
 def test_an_op_without_a_builtin_kernel_fails_the_conversion_by_name():

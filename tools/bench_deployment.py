@@ -2,7 +2,8 @@
 
     python tools/bench_deployment.py --retrieval-run R [--classifier-run C]
 
-For each TFLite variant (`simmim-tf tflite`): file size, LiteRT latency per
+For each TFLite variant that `simmim-tf tflite` writes (and the reason for
+each it refuses): file size, LiteRT latency per
 example (median), agreement with the Keras model on the test
 artist (google): embedding max abs diff and text -> image R@1 / R@10 for
 the retrieval towers, top-1 agreement for a classifier. For serving
@@ -96,7 +97,15 @@ def bench_retrieval_tflite(run_dir: str, out: pathlib.Path) -> list[dict]:
             "max |diff|": float(diff),
             **scores,
         }
-    return rows
+    return {**rows, **refused_rows(manifest)}
+
+
+def refused_rows(manifest: dict) -> dict:
+    """What `export_tflite` refused to write, and why."""
+    return {
+        filename: {"refused": info["reason"]}
+        for filename, info in manifest["refused"].items()
+    }
 
 
 def bench_classifier_tflite(run_dir: str, out: pathlib.Path) -> list[dict]:
@@ -109,11 +118,7 @@ def bench_classifier_tflite(run_dir: str, out: pathlib.Path) -> list[dict]:
     names = tuple(first["inputs"])
     rows = {}
     for filename, info in manifest["files"].items():
-        try:
-            outputs, seconds = run_lite(out / filename, phone, names)
-        except RuntimeError as error:  # a kernel refusing at run time: report it
-            rows[filename] = {"MB": info["bytes"] / 1e6, "fails": str(error)[:80]}
-            continue
+        outputs, seconds = run_lite(out / filename, phone, names)
         got = outputs["probabilities"]
         rows[filename] = {
             "MB": info["bytes"] / 1e6,
@@ -121,7 +126,7 @@ def bench_classifier_tflite(run_dir: str, out: pathlib.Path) -> list[dict]:
             "max |diff|": float(np.abs(got - expected).max()),
             "top-1 agreement": float(np.mean(got.argmax(-1) == expected.argmax(-1))),
         }
-    return rows
+    return {**rows, **refused_rows(manifest)}
 
 
 def bench_serving(run_dir: str, base: pathlib.Path, requests: int) -> list[dict]:
