@@ -22,7 +22,11 @@ from simmim_tf.atomic import atomic_directory, atomic_path
 from simmim_tf.evaluation.evaluate import evaluate_model, write_metrics
 from simmim_tf.model_files import load_model_file
 from simmim_tf.training.config import save_config
-from simmim_tf.training.data import load_splits, make_batches
+from simmim_tf.training.data import (
+    check_pretraining_split,
+    load_splits,
+    make_batches,
+)
 from simmim_tf.training.fit import fit_model
 from simmim_tf.training.tasks import (
     build_preprocessor,
@@ -63,6 +67,7 @@ def run_finetune(config: dict) -> dict:
     Returns a dict with `model`, `history`, `seconds` and `metrics` (see
     `simmim_tf.evaluation.evaluate`).
     """
+    check_pretraining_split(config)
     keras.utils.set_random_seed(config["seed"])
     run_dir = pathlib.Path(config["run_dir"])
     save_config(config, run_dir / "config.yaml")

@@ -12,9 +12,10 @@ import simmim_tf
 from simmim_tf.cli import main
 from simmim_tf.data import load_emoji_text
 from simmim_tf.evaluation.evaluate import metric_rows
+from simmim_tf.jobs import run_finetune
 from simmim_tf.recommend import emoji_characters, recommend
-from simmim_tf.training.config import DEFAULT_CONFIG, load_config
-from simmim_tf.training.data import load_splits, make_batches
+from simmim_tf.training.config import DEFAULT_CONFIG, load_config, save_config
+from simmim_tf.training.data import check_pretraining_split, load_splits, make_batches
 from simmim_tf.training.fit import learning_rate
 from simmim_tf.training.tasks import build_preprocessor
 
@@ -240,3 +241,51 @@ def test_batches_declare_the_length_they_yield(
         assert sum(sizes) == count
     if training and count >= 32:
         assert sizes == [32] * steps
+
+
+def test_every_stage_and_seed_trains_on_one_concept_split(config_file):
+    # Pre-training runs with seed 0 and fine-tuning with seeds 0 and 1: the
+    # held-out concepts depend on data.split_seed alone, and none of them
+    # reaches a training batch of any of these runs.
+    base = load_config(str(config_file), defaults=DEFAULT_CONFIG)
+
+    def concepts(config):
+        splits, _ = load_splits(config)
+        batches = make_batches(
+            config,
+            splits["train"],
+            build_preprocessor(config),
+            label_key="label",
+            training=True,
+        )
+        trained = {int(label) for _, labels in batches for label in labels}
+        held_out = {
+            int(example["label"])
+            for name in ("validation", "test_held_out")
+            for example in splits[name].as_numpy_iterator()
+        }
+        return trained, held_out
+
+    runs = [concepts({**base, "seed": seed}) for seed in (0, 1)]
+    held_out = runs[0][1]
+    assert held_out and runs[1][1] == held_out
+    for trained, _ in runs:
+        assert trained and trained.isdisjoint(held_out)
+    other = concepts({**base, "data": {**base["data"], "split_seed": 1}})[1]
+    assert other != held_out
+
+
+def test_finetuning_refuses_a_backbone_pretrained_under_another_split(
+    config_file, tmp_path
+):
+    config = load_config(str(config_file), defaults=DEFAULT_CONFIG)
+    pretrained = {**config, "data": {**config["data"], "split_seed": 1}}
+    save_config(pretrained, tmp_path / "pre" / "config.yaml")
+    (tmp_path / "pre" / "backbone").mkdir()
+    config["model"]["backbone"] = str(tmp_path / "pre" / "backbone")
+    config["run_dir"] = str(tmp_path / "fine")
+    with pytest.raises(ValueError, match=r"data.split_seed: 1 there, 0 here"):
+        run_finetune(config)
+    assert not (tmp_path / "fine").exists()  # refused before anything is written
+    save_config(config, tmp_path / "pre" / "config.yaml")
+    check_pretraining_split(config)  # the same split: accepted

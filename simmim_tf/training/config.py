@@ -26,6 +26,9 @@ DEFAULT_CONFIG: dict = {
         "train_vendor": "twitter",
         "test_vendor": "google",
         "held_out_fraction": 0.2,
+        # Which concepts are held out: one split for pre-training and every
+        # fine-tuning seed, so no stage trains on another's held-out concepts.
+        "split_seed": 0,
         "batch_size": 64,  # contrastive losses want many in-batch negatives
         "sequence_length": 16,  # longer texts are truncated
         "image_size": 64,

@@ -8,12 +8,18 @@ concepts alone (emoji never seen in training).
 
 from __future__ import annotations
 
+import pathlib
+
 import tensorflow as tf
 
 from simmim_tf.data import EmojiTextConfig, emoji_text_builder
 from simmim_tf.data.emoji_text import DEFAULT_VENDORS
 from simmim_tf.data.pipeline import make_dataset
+from simmim_tf.training.config import DEFAULT_CONFIG, load_config
 from simmim_tf.training.splits import split_by_concept
+
+# The data keys that decide which concepts a run trains on.
+SPLIT_KEYS = ("train_vendor", "held_out_fraction", "split_seed")
 
 MIN_PAIRS = 2  # contrastive losses need at least 2 pairs in every batch
 
@@ -31,7 +37,7 @@ def load_splits(config: dict) -> tuple[dict[str, tf.data.Dataset], object]:
     builder = emoji_text_builder(
         manual_dir=data["manual_dir"], data_dir=data["data_dir"], config=builder_config
     )
-    split = dict(fraction=data["held_out_fraction"], seed=config["seed"])
+    split = dict(fraction=data["held_out_fraction"], seed=data["split_seed"])
     train_seen, train_held_out = split_by_concept(
         builder.as_dataset(split=data["train_vendor"]), **split
     )
@@ -44,6 +50,35 @@ def load_splits(config: dict) -> tuple[dict[str, tf.data.Dataset], object]:
         "test_held_out": test_held_out,
     }
     return {name: ds.cache() for name, ds in splits.items()}, builder
+
+
+def check_pretraining_split(config: dict) -> None:
+    """Refuse to fine-tune from a backbone pre-trained under another split.
+
+    A pretrain run saves `backbone/` beside its `config.yaml`. Had it held out
+    other concepts, it trained on some of this run's held-out concepts, and
+    the held-out rows would measure memory, not generalisation. A preset from
+    elsewhere (no `config.yaml` beside it) cannot be checked and is accepted.
+
+    Raises:
+        ValueError: naming each split key that differs.
+    """
+    backbone = config["model"]["backbone"]
+    source = pathlib.Path(backbone).parent / "config.yaml" if backbone else None
+    if source is None or not source.is_file():
+        return
+    pretrained = load_config(source, defaults=DEFAULT_CONFIG)["data"]
+    differ = [
+        f"data.{key}: {pretrained[key]!r} there, {config['data'][key]!r} here"
+        for key in SPLIT_KEYS
+        if pretrained[key] != config["data"][key]
+    ]
+    if differ:
+        raise ValueError(
+            f"model.backbone {backbone} was pre-trained under another concept "
+            f"split ({'; '.join(differ)}), so it has trained on concepts this "
+            "run holds out. Pre-train under this run's split, or use its split."
+        )
 
 
 def make_batches(
