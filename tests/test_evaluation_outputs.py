@@ -220,6 +220,7 @@ def test_write_results_markdown(tmp_path, monkeypatch):
         ],
         command="python -m simmim_tf.cli demo --epochs 2",
         wall_seconds=150.0,
+        wall_note="for 3 runs",
         notes="CPU only.\n",
         images=[
             ("Training curves", tmp_path / "report" / "figs" / "curves.png"),
@@ -229,7 +230,7 @@ def test_write_results_markdown(tmp_path, monkeypatch):
     assert path.read_text() == (
         "# Emoji retrieval\n\n"
         "Regenerate with: `python -m simmim_tf.cli demo --epochs 2`\n\n"
-        "Wall time: 2.5 min\n\n"
+        "Wall time: 2.5 min for 3 runs\n\n"
         "## Accuracy\n\n"
         "| model  | google accuracy |\n"
         "| ------ | --------------: |\n"

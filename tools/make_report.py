@@ -16,6 +16,7 @@ fresh `--runs-dir` after changing any option: runs are cached by name only).
 import argparse
 import copy
 import json
+import os
 import pathlib
 import shlex
 import sys
@@ -85,6 +86,7 @@ def main() -> None:
         finetune=dict(epochs=args.finetune_epochs, patience=args.patience),
     )
     histories = {}
+    runs_made, runs_reused = [], []
 
     def config(name, seed=0, **sections):
         result = copy.deepcopy(base)
@@ -96,16 +98,22 @@ def main() -> None:
     def finetune(name, seed=0, **sections):
         cfg = config(name, seed, **sections)
         metrics_file = metrics_path(cfg["run_dir"], cfg)
-        if not metrics_file.is_file():
+        if metrics_file.is_file():
+            runs_reused.append(name)
+        else:
             jobs.run_finetune(cfg)
+            runs_made.append(name)
         histories[name] = json.loads((metrics_file.parent / "history.json").read_text())
         return read_metrics(cfg["run_dir"], cfg)
 
     def pretrain(name, weights):
         cfg = config(f"pretrain-{name}", pretrain=weights)
         backbone = pathlib.Path(cfg["run_dir"]) / "backbone"
-        if not backbone.is_dir():
+        if backbone.is_dir():
+            runs_reused.append(name)
+        else:
             jobs.run_pretrain(cfg)
+            runs_made.append(name)
         history = backbone.parent / "history.json"
         histories[f"pretrain {name}"] = json.loads(history.read_text())
         return str(backbone)
@@ -190,6 +198,15 @@ def main() -> None:
         ],
         command=command,
         wall_seconds=time.perf_counter() - start,
+        wall_note=(
+            f"on {os.cpu_count()} CPU cores for {len(runs_made)} runs"
+            + (
+                f"; {len(runs_reused)} more were reused from an earlier "
+                f"invocation in {args.runs_dir}"
+                if runs_reused
+                else ""
+            )
+        ),
         notes=pathlib.Path(args.notes).read_text() if args.notes else "",
         images=figures,
     )

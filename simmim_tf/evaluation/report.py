@@ -181,6 +181,7 @@ def write_results_markdown(
     sections: Sequence[tuple[str, Sequence[Mapping], str]],
     command: str,
     wall_seconds: float,
+    wall_note: str = "",
     notes: str = "",
     images: Sequence[tuple[str, str | os.PathLike]] = (),
 ) -> pathlib.Path:
@@ -197,6 +198,7 @@ def write_results_markdown(
             dicts as for `format_table`; an empty `paragraph` is left out.
         command: str. The shell command that regenerates the results.
         wall_seconds: float. How long the run took, in seconds.
+        wall_note: str. Said after the wall time (e.g. what it covers).
         notes: str. Markdown appended under a "Notes" heading, if not empty.
         images: sequence of `(alt text, image path)`. Image paths are file
             paths (absolute, or relative to the current directory); the
@@ -224,7 +226,8 @@ def write_results_markdown(
     blocks = [
         f"# {title}",
         f"Regenerate with: {_inline_code(command)}",
-        f"Wall time: {wall_seconds / 60:.1f} min",
+        f"Wall time: {wall_seconds / 60:.1f} min"
+        + (f" {wall_note}" if wall_note else ""),
     ]
     for heading, rows, paragraph in sections:
         blocks.append(f"## {heading}")
