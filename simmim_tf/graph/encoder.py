@@ -74,6 +74,7 @@ class MultimodalGraphEncoder(keras.layers.Layer):
                 attention_type=attention_type,
                 activation=activation,
                 dropout=dropout,
+                dtype=self.dtype_policy,
                 name=f"round_{index}",
             )
             for index in range(num_rounds)

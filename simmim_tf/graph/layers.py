@@ -85,8 +85,12 @@ class GraphAttentionConv(keras.layers.Layer):
             raise ValueError(f"Attention dropout {attention_dropout} must be in [0, 1).")
         # === Layers ===
         width = num_heads * per_head_channels
+        # Sublayers compute in this layer's dtype policy (mixed precision).
         dense = dict(
-            units=width, use_bias=use_bias, kernel_initializer=kernel_initializer
+            units=width,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            dtype=self.dtype_policy,
         )
         self.query = keras.layers.Dense(**dense, name="query")
         if attention_type == "gatv2":
@@ -100,7 +104,7 @@ class GraphAttentionConv(keras.layers.Layer):
         else:
             self.key = keras.layers.Dense(**dense, name="key")
             self.value_node = keras.layers.Dense(**dense, name="value_node")
-        self.dropout = keras.layers.Dropout(attention_dropout)
+        self.dropout = keras.layers.Dropout(attention_dropout, dtype=self.dtype_policy)
         self._attention_activation = keras.activations.get(attention_activation)
         self._activation = keras.activations.get(activation)
         # === Config ===
@@ -234,8 +238,10 @@ class GraphAttentionUpdate(keras.layers.Layer):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"Dropout {dropout} must be in [0, 1).")
         # === Layers ===
+        # Sublayers compute in this layer's dtype policy (mixed precision).
+        policy = self.dtype_policy
         self.self_transforms = {
-            name: keras.layers.Dense(units, name=f"self_{name}")
+            name: keras.layers.Dense(units, dtype=policy, name=f"self_{name}")
             for name in node_set_names
         }
         self.convs = {
@@ -245,13 +251,18 @@ class GraphAttentionUpdate(keras.layers.Layer):
                 attention_type=attention_type,
                 attention_dropout=dropout,
                 use_bias=False,  # the self transform carries the bias
+                dtype=policy,
                 name=f"conv_{name}",
             )
             for name in edge_set_names
         }
-        self.dropouts = {name: keras.layers.Dropout(dropout) for name in node_set_names}
+        self.dropouts = {
+            name: keras.layers.Dropout(dropout, dtype=policy) for name in node_set_names
+        }
         self.norms = {
-            name: keras.layers.LayerNormalization(epsilon=1e-6, name=f"norm_{name}")
+            name: keras.layers.LayerNormalization(
+                epsilon=1e-6, dtype=policy, name=f"norm_{name}"
+            )
             for name in node_set_names
         }
         self._activation = keras.activations.get(activation)
