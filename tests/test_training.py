@@ -17,6 +17,7 @@ from simmim_tf.training import (
     ResumableBackupAndRestore,
     ScheduledLearningRate,
     concept_held_out,
+    epoch_history,
     load_config,
     save_config,
     split_by_concept,
@@ -212,19 +213,21 @@ def test_standard_callbacks(tmp_path):
     callbacks = standard_callbacks(tmp_path)
     assert [type(c) for c in callbacks] == [
         keras.callbacks.TensorBoard,
+        keras.callbacks.CSVLogger,
         AtomicModelCheckpoint,
         ResumableBackupAndRestore,
         keras.callbacks.TerminateOnNaN,
         keras.callbacks.EarlyStopping,
     ]
-    board, checkpoint, backup, _, stopping = callbacks
+    board, log, checkpoint, backup, _, stopping = callbacks
     assert board.log_dir == str(tmp_path / "logs")
+    assert log.filename == str(tmp_path / "epochs.csv") and log.append
     assert checkpoint.filepath == str(tmp_path / "checkpoints" / "best.weights.h5")
     assert checkpoint.save_best_only and checkpoint.save_weights_only
     assert isinstance(backup, keras.callbacks.BackupAndRestore)
     assert backup.backup_dir == str(tmp_path / "backup") and backup.delete_checkpoint
     assert stopping.patience == 5 and stopping.restore_best_weights
-    assert len(standard_callbacks(tmp_path, patience=None, tensorboard=False)) == 3
+    assert len(standard_callbacks(tmp_path, patience=None, tensorboard=False)) == 4
     with pytest.raises(ValueError, match=r"Backup save frequency 0 must be 'epoch' or"):
         standard_callbacks(tmp_path, backup_save_freq=0)
     with pytest.raises(ValueError, match=r"Patience -1 must be >= 0 or None"):
@@ -256,6 +259,10 @@ def test_resume_after_interrupt_restarts_the_interrupted_epoch(tmp_path):
     assert recorder.steps == {2: 21, 3: 29}  # optimizer state restored too
     assert history.epoch == [2, 3]  # the 3rd and 4th of 4 epochs
     assert len(history.history["loss"]) == 2
+    # The epoch log keeps all four: two from before the kill, two after.
+    logged = epoch_history(tmp_path)
+    assert len(logged["loss"]) == 4 and len(logged["val_loss"]) == 4
+    np.testing.assert_allclose(logged["loss"][2:], history.history["loss"], rtol=1e-6)
     assert not (tmp_path / "backup").exists()  # deleted when fit completes
 
     best = tmp_path / "checkpoints" / "best.weights.h5"
@@ -263,6 +270,10 @@ def test_resume_after_interrupt_restarts_the_interrupted_epoch(tmp_path):
     model = tiny_model()
     model.load_weights(best)
     assert model.evaluate(X, Y, verbose=0) < tiny_model().evaluate(X, Y, verbose=0)
+
+    # A fresh run in the same folder (no backup to resume) starts a new log.
+    fit(tmp_path, epochs=1)
+    assert len(epoch_history(tmp_path)["loss"]) == 1
 
 
 def test_second_interrupt_resumes_at_the_same_epoch(tmp_path):

@@ -7,6 +7,7 @@ from simmim_tf.training.callbacks import (
 from simmim_tf.training.callbacks import (
     ScheduledLearningRate as ScheduledLearningRate,
 )
+from simmim_tf.training.callbacks import epoch_history as epoch_history
 from simmim_tf.training.callbacks import standard_callbacks as standard_callbacks
 from simmim_tf.training.config import load_config as load_config
 from simmim_tf.training.config import save_config as save_config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
 import json
 import os
@@ -243,6 +244,25 @@ class ScheduledLearningRate(keras.callbacks.Callback):
         optimizer.learning_rate = float(self.schedule(int(optimizer.iterations)))
 
 
+EPOCH_LOG = "epochs.csv"
+
+
+def epoch_history(run_dir: str | os.PathLike) -> dict[str, list[float]]:
+    """Every epoch's logs of a run (`standard_callbacks`' `epochs.csv`),
+    across resumes: metric name -> one float per epoch, in epoch order.
+
+    Example:
+    ```python
+    epoch_history("runs/demo")["val_loss"]  # [2.1, 1.7, ...]
+    ```
+    """
+    with open(os.path.join(os.fspath(run_dir), EPOCH_LOG), newline="") as stream:
+        rows = {int(row.pop("epoch")): row for row in csv.DictReader(stream)}
+    epochs = [rows[epoch] for epoch in sorted(rows)]
+    keys = list(epochs[0]) if epochs else []
+    return {key: [float(row[key]) for row in epochs] for key in keys}
+
+
 def standard_callbacks(
     run_dir: str | os.PathLike,
     *,
@@ -256,6 +276,9 @@ def standard_callbacks(
 
     In order:
     - `keras.callbacks.TensorBoard` logging to `run_dir/logs` (if `tensorboard`);
+    - `keras.callbacks.CSVLogger` appending each epoch's logs to
+      `run_dir/epochs.csv`, across resumes (see `epoch_history`); a run with
+      no backup to resume from starts a new file;
     - `AtomicModelCheckpoint` of the weights to
       `run_dir/checkpoints/best.weights.h5` when `monitor` improves (weights
       only, so any subclassed model can be reloaded with `load_weights`);
@@ -273,7 +296,8 @@ def standard_callbacks(
     With an integer, a backup is also taken every `backup_save_freq` batches;
     Keras 3.15 restores those weights but ignores the batch: the interrupted
     epoch is restarted from its first batch (its first batches are trained
-    twice) and `history` holds only the epochs run since the resume. The model
+    twice) and `history` holds only the epochs run since the resume
+    (`epoch_history(run_dir)` holds them all). The model
     must be built and compiled the same way before `fit`; a completed run has
     no backup, so its rerun trains from scratch. `best` values of the
     checkpoint and early stopping start afresh after a resume.
@@ -312,10 +336,18 @@ def standard_callbacks(
             "positive number of batches."
         )
     run_dir = os.fspath(run_dir)
+    epoch_log = os.path.join(run_dir, EPOCH_LOG)
+    if not os.path.isdir(os.path.join(run_dir, "backup")):  # not a resume
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(epoch_log)
+    os.makedirs(run_dir, exist_ok=True)
     callbacks: list[keras.callbacks.Callback] = []
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
     callbacks += [
+        # Before the backup: an epoch is logged before its end-of-epoch backup,
+        # so a kill in between logs it twice (`epoch_history` keeps the last).
+        keras.callbacks.CSVLogger(epoch_log, append=True),
         AtomicModelCheckpoint(
             os.path.join(run_dir, "checkpoints", "best.weights.h5"),
             monitor=monitor,

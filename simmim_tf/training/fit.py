@@ -11,7 +11,11 @@ import tensorflow as tf
 
 from simmim_tf.atomic import atomic_write_text
 from simmim_tf.evaluation.plots import plot_training_curves
-from simmim_tf.training.callbacks import ScheduledLearningRate, standard_callbacks
+from simmim_tf.training.callbacks import (
+    ScheduledLearningRate,
+    epoch_history,
+    standard_callbacks,
+)
 from simmim_tf.training.config import SCHEDULES
 
 # A killed run resumes from at most this many steps back.
@@ -84,7 +88,10 @@ def fit_model(
         callbacks=callbacks,
     )
     seconds = time.perf_counter() - start
-    history = {key: [float(v) for v in values] for key, values in history.history.items()}
+    # Every epoch, those before a resume too (fit's own history has only the
+    # epochs it ran).
+    logged = epoch_history(run_dir)
+    history = {key: logged[key] for key in history.history}
     atomic_write_text(run_dir / "history.json", json.dumps(history, indent=2))
     plot_training_curves({run_dir.name: history}, run_dir / "training_curves.png")
     return history, seconds
