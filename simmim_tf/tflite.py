@@ -94,8 +94,12 @@ def export_tflite(
     out.mkdir(parents=True, exist_ok=True)
     preprocessor = build_preprocessor(config)
     modules = phone_models(model, preprocessor, config["finetune"]["task"])
-    calibration = calibration_inputs(preprocessor, config, calibration_examples)
-    validation = split_inputs(preprocessor, config, "validation", VERIFICATION_EXAMPLES)
+    splits, builder = load_splits(config)
+    calibration = calibration_inputs(preprocessor, splits["train"], calibration_examples)
+    validation = phone_inputs(
+        preprocess_first(preprocessor, splits["validation"], VERIFICATION_EXAMPLES),
+        preprocessor.image_converter,
+    )
     files, refused = {}, {}
     # Functional models and layers only: SavedModel cannot trace a subclassed task.
     owner = model if config["finetune"]["task"] == "classify" else model.backbone
@@ -130,7 +134,7 @@ def export_tflite(
     atomic_write_text(out / "vocab.txt", "\n".join(vocabulary) + "\n")
     if config["finetune"]["task"] == "classify":
         label = config["finetune"]["label"]
-        names = load_splits(config)[1].info.features[label].names
+        names = builder.info.features[label].names
         atomic_write_text(out / "labels.txt", "\n".join(names) + "\n")
     else:
         from simmim_tf.recommend import gallery_index
@@ -229,21 +233,20 @@ def phone_inputs(x: dict, converter) -> dict[str, np.ndarray]:
     }
 
 
-def split_inputs(
-    preprocessor, config: dict, split: str, examples: int
-) -> dict[str, np.ndarray]:
-    """The first `examples` of a split as batched phone inputs."""
-    dataset = load_splits(config)[0][split].take(examples)
-    batch = next(iter(dataset.batch(examples)))
-    x = preprocessor({"images": batch["image"], "texts": batch["text"]})
-    return phone_inputs(x, preprocessor.image_converter)
+def preprocess_first(preprocessor, examples: tf.data.Dataset, count: int) -> dict:
+    """The first `count` feature dicts of `examples`, preprocessed in one batch."""
+    batch = next(iter(examples.take(count).batch(count)))
+    return preprocessor({"images": batch["image"], "texts": batch["text"]})
 
 
 def calibration_inputs(
-    preprocessor, config: dict, examples: int
+    preprocessor, examples: tf.data.Dataset, count: int
 ) -> list[dict[str, np.ndarray]]:
-    """Training-split examples as phone inputs, one example each."""
-    phone = split_inputs(preprocessor, config, "train", examples)
+    """The first `count` of `examples` (the training split) as phone inputs,
+    one example each."""
+    phone = phone_inputs(
+        preprocess_first(preprocessor, examples, count), preprocessor.image_converter
+    )
     return [
         {name: value[i : i + 1] for name, value in phone.items()}
         for i in range(len(phone["pixels"]))

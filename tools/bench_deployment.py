@@ -29,7 +29,13 @@ from simmim_tf.evaluation.report import print_table
 from simmim_tf.evaluation.retrieval import recall_at_k
 from simmim_tf.export import export_run, load_run, write_models_config
 from simmim_tf.serving import GrpcClient, run_load
-from simmim_tf.tflite import VARIANTS, LiteModel, export_tflite, phone_inputs
+from simmim_tf.tflite import (
+    VARIANTS,
+    LiteModel,
+    export_tflite,
+    phone_inputs,
+    preprocess_first,
+)
 from simmim_tf.training.data import load_splits
 from simmim_tf.training.tasks import build_preprocessor
 
@@ -38,10 +44,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 def test_inputs(config: dict) -> tuple[dict, dict]:
     """The test split: model inputs (Keras) and batched phone inputs."""
-    test = load_splits(config)[0]["test"]
-    batch = next(iter(test.batch(100_000)))
     preprocessor = build_preprocessor(config)
-    x = preprocessor({"images": batch["image"], "texts": batch["text"]})
+    x = preprocess_first(preprocessor, load_splits(config)[0]["test"], 100_000)
     return x, phone_inputs(x, preprocessor.image_converter)
 
 

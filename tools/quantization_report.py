@@ -32,6 +32,7 @@ from simmim_tf.tflite import (
     phone_models,
     tflite_converter,
 )
+from simmim_tf.training.data import load_splits
 from simmim_tf.training.tasks import build_preprocessor
 
 
@@ -48,7 +49,9 @@ def tensor_errors(
             f"{run_dir} has no {model_name!r}; choose from {sorted(models)}."
         )
     function, specs = models[model_name]
-    calibration = calibration_inputs(preprocessor, config, calibration_examples)
+    calibration = calibration_inputs(
+        preprocessor, load_splits(config)[0]["train"], calibration_examples
+    )
     owner = model if task == "classify" else model.backbone
     with tflite_converter(function, owner, specs, "full_int8", calibration) as converter:
         debugger = tf.lite.experimental.QuantizationDebugger(
