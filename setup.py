@@ -34,6 +34,8 @@ setup(
         "tensorflow-serving-api>=2.21,<2.22",
         "ai-edge-litert>=2.0,<3",
         "pillow>=10",
+        # Rasterises the SVG artists' emoji (a self-contained wheel: no Cairo).
+        "resvg-py>=0.5,<0.6",
         "numpy>=1.26,<3",
         "h5py>=3.10",
         "pyyaml>=6",

@@ -38,11 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     data_commands = data.add_subparsers(dest="data_command", required=True)
     fetch = data_commands.add_parser("fetch", help="fetch the emoji npm tarballs")
     fetch.add_argument("--manual-dir", required=True, help="where the tarballs go")
-    fetch.add_argument("--vendors", nargs="+", default=["twitter", "google"])
+    fetch.add_argument(
+        "--artists",
+        "--vendors",
+        dest="vendors",
+        nargs="+",
+        default=["twitter", "google"],
+        help="artists whose artwork to fetch: twitter, google, openmoji, fluent, "
+        "emojione, noto_v1 (default: twitter google)",
+    )
     fetch.add_argument(
         "--i-have-the-rights",
         action="store_true",
-        help="allow vendors whose artwork is not licensed for redistribution "
+        help="allow artists whose artwork is not licensed for redistribution "
         "(apple, facebook): only for artwork you are licensed to use; never "
         "redistribute it",
     )
@@ -203,8 +211,8 @@ def run_job(args: argparse.Namespace) -> None:
     data = config["data"]
     print_table(
         metric_rows(metrics),
-        f"{config['run_dir']}: trained on {data['train_vendor']}, tested on "
-        f"{data['test_vendor']} ({metrics_path(config['run_dir'], config)})",
+        f"{config['run_dir']}: trained on {', '.join(data['train_artists'])}, tested on "
+        f"{data['test_artist']} ({metrics_path(config['run_dir'], config)})",
         name_column="gallery, direction, ranking" if "retrieval" in metrics else "",
     )
 

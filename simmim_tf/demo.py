@@ -85,7 +85,7 @@ def run_demo(config: dict) -> dict:
     ```
     """
     output_dir = pathlib.Path(config["run_dir"])
-    artist = config["data"]["test_vendor"]
+    artist = config["data"]["test_artist"]
     label = config["finetune"]["label"]
     rows, histories = {}, {}
     start = time.perf_counter()
@@ -103,9 +103,10 @@ def run_demo(config: dict) -> dict:
             "parameters": result["model"].count_params(),
             "train s": result["seconds"],
         }
+    trained_on = " + ".join(config["data"]["train_artists"])
     print_table(
         rows,
-        title=f"trained on {config['data']['train_vendor']} (seen concepts), "
+        title=f"trained on {trained_on} (seen concepts), "
         f"tested on {artist} — the whole gallery, "
         f"{config['finetune']['epochs']} epochs",
     )

@@ -15,6 +15,7 @@ models of a config in `simmim_tf.training.tasks`, the training loop in
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Sequence
 
 import keras
 
@@ -24,6 +25,7 @@ from simmim_tf.model_files import load_model_file
 from simmim_tf.training.config import save_config
 from simmim_tf.training.data import (
     check_pretraining_split,
+    check_unseen_test_artist,
     load_splits,
     make_batches,
 )
@@ -40,6 +42,7 @@ def run_pretrain(config: dict) -> dict:
 
     Returns a dict with `backbone` (the preset folder), `history`, `seconds`.
     """
+    check_unseen_test_artist(config["data"])
     keras.utils.set_random_seed(config["seed"])
     run_dir = pathlib.Path(config["run_dir"])
     save_config(config, run_dir / "config.yaml")
@@ -61,12 +64,17 @@ def run_pretrain(config: dict) -> dict:
     return {"backbone": str(run_dir / "backbone"), "history": history, "seconds": seconds}
 
 
-def run_finetune(config: dict) -> dict:
+def run_finetune(
+    config: dict, callbacks: Sequence[keras.callbacks.Callback] = ()
+) -> dict:
     """Fine-tune for `finetune.task` with `fit`; save `model.keras`; evaluate.
+
+    `callbacks` (Keras callbacks) run during `fit` after the standard ones.
 
     Returns a dict with `model`, `history`, `seconds` and `metrics` (see
     `simmim_tf.evaluation.evaluate`).
     """
+    check_unseen_test_artist(config["data"])
     check_pretraining_split(config)
     keras.utils.set_random_seed(config["seed"])
     run_dir = pathlib.Path(config["run_dir"])
@@ -85,6 +93,7 @@ def run_finetune(config: dict) -> dict:
         make_batches(config, splits["validation"], preprocessor, **batches),
         run_dir,
         monitor="val_total_loss" if retrieval else "val_loss",
+        callbacks=callbacks,
     )
     with atomic_path(run_dir / "model.keras", suffix=".keras") as temp:
         model.save(temp)

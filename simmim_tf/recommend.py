@@ -65,11 +65,11 @@ def recommend(
     if not texts:
         raise ValueError("No text to recommend emoji for.")
     if artist is not None:
-        config["data"]["test_vendor"] = artist
+        config["data"]["test_artist"] = artist
     model_file = run_dir / "model.keras"
     retriever = load_model_file(model_file)
     # The gallery is encoded once per model: rebuilt when the model is newer.
-    cache = run_dir / f"index_{config['data']['test_vendor']}.npz"
+    cache = run_dir / f"index_{config['data']['test_artist']}.npz"
     if cache.is_file() and cache.stat().st_mtime >= model_file.stat().st_mtime:
         gallery = GalleryIndex.load(cache)
     else:

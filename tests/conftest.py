@@ -1,8 +1,10 @@
 """Shared fixtures: tiny models (fast on a 2-core CPU) and the MiniLM tokenizer."""
 
+import importlib.util
 import io
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -24,6 +26,17 @@ TINY_BACKBONE = dict(
     num_heads=2,
     dropout=0.0,
 )
+
+
+TOOLS = pathlib.Path(__file__).resolve().parents[1] / "tools"
+
+
+def load_tool(name: str):
+    """The module `tools/{name}.py` (tools are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_backbone(**overrides) -> simmim_tf.SimMIMBackbone:

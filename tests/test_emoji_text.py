@@ -270,13 +270,13 @@ def test_corrupt_png_is_named(tmp_path):
     assert datasource("twitter") in str(error.value)
 
 
-def test_vendor_without_images_is_reported(tmp_path):
+def test_artist_without_images_is_reported(tmp_path):
     manual = tmp_path / "manual"
     shutil.copytree(SAMPLE_DIR, manual)
-    # Same layout, but its PNGs are under img/twitter/, none under img/myvendor/.
-    shutil.copy(manual / datasource("twitter"), manual / datasource("myvendor"))
-    config = EmojiTextConfig(name="mine", vendors=("twitter", "myvendor"))
-    with pytest.raises(ValueError, match="'myvendor' has no image of any emoji"):
+    # Same layout, but its PNGs are under img/twitter/, none under img/apple/.
+    shutil.copy(manual / datasource("twitter"), manual / datasource("apple"))
+    config = EmojiTextConfig(name="mine", vendors=("twitter", "apple"))
+    with pytest.raises(ValueError, match="'apple' has no drawing of any emoji"):
         emoji_text_builder(manual_dir=manual, data_dir=tmp_path / "tfds", config=config)
 
 
@@ -285,6 +285,8 @@ def test_config_validates_vendors():
         EmojiTextConfig(name="x", vendors=("Bad-Name",))
     with pytest.raises(ValueError, match="duplicates"):
         EmojiTextConfig(name="x", vendors=("twitter", "twitter"))
+    with pytest.raises(ValueError, match=r"Unknown emoji artist 'myvendor'.*'openmoji'"):
+        EmojiTextConfig(name="x", vendors=("twitter", "myvendor"))
     assert EmojiText.BUILDER_CONFIGS[0].vendors == VENDORS
 
 

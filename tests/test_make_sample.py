@@ -1,16 +1,15 @@
 """tools/make_sample.py: reuses the dataset's code and reproduces the sample."""
 
 import filecmp
-import importlib.util
 import json
 import pathlib
 import shutil
 
 import pytest
 
-from simmim_tf.data import emoji_text
+from simmim_tf.data import artists, emoji_text, tarballs
+from tests.conftest import load_tool
 
-TOOL = pathlib.Path(__file__).resolve().parents[1] / "tools" / "make_sample.py"
 EMOJIBASE = emoji_text.emojibase_tarball_name()
 # Emoji of the `component` group, which the sample's en/data.json leaves out:
 # a skin-tone swatch (subgroup skin-tone) and a hair component (hair-style).
@@ -22,33 +21,25 @@ COMPONENTS = [
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("make_sample", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("make_sample")
 
 
 def test_tool_uses_the_package_definitions(tool):
-    for name in (
-        "COMPONENT_GROUP",
-        "DATASOURCE_VERSION",
-        "EMOJIBASE_VERSION",
-        "is_dataset_emoji",
-        "normalize_hexcode",
-        "read_tar_members",
-        "vendor_image_members",
-    ):
+    for name in ("COMPONENT_GROUP", "EMOJIBASE_VERSION", "is_dataset_emoji"):
         assert getattr(tool, name) is getattr(emoji_text, name), name
+    for name in ("DATASOURCE_VERSION", "datasource_image_members", "read_artwork"):
+        assert getattr(tool, name) is getattr(artists, name), name
+    assert tool.read_tar_members is tarballs.read_tar_members
     assert tool.SAMPLE_VENDORS == emoji_text.DEFAULT_VENDORS
 
 
 def source_from_sample(tool, folder: pathlib.Path, data_extra: list[dict]):
     """The committed sample's tarballs, with `data_extra` added to en/data.json."""
     folder.mkdir()
-    for vendor in emoji_text.DEFAULT_VENDORS:
-        name = emoji_text.datasource_tarball_name(vendor)
+    for artist in (*emoji_text.DEFAULT_VENDORS, *tool.SAMPLE_SVG_ARTISTS):
+        name = artists.ARTISTS[artist].tarball_name
         shutil.copy(emoji_text.SAMPLE_DIR / name, folder / name)
-    files = emoji_text.read_tar_members(
+    files = tarballs.read_tar_members(
         emoji_text.SAMPLE_DIR / EMOJIBASE, lambda name: True
     )
     data = json.loads(files["package/en/data.json"])

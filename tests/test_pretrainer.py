@@ -12,7 +12,7 @@ from simmim_tf.models.gallery_index import GalleryIndex
 from simmim_tf.models.pretrainer import SimMIMPretrainer
 from simmim_tf.models.pretrainer_preprocessor import SimMIMPretrainerPreprocessor
 from simmim_tf.models.retriever import SimMIMRetriever
-from simmim_tf.pretraining.contrastive import sample_hard_negatives
+from simmim_tf.pretraining.contrastive import positive_pairs, sample_hard_negatives
 from tests.conftest import tiny_backbone
 
 
@@ -52,6 +52,21 @@ def test_hard_negatives_are_never_the_positive():
     for seed in range(20):
         negatives = sample_hard_negatives(similarity, seed=seed).numpy()
         assert (negatives != np.arange(16)).all()
+
+
+def test_hard_negatives_are_never_a_positive_pair():
+    # Examples 0, 1, 2 are one emoji (three artists): their texts are equal,
+    # so none of them is a negative for another; the most similar still wins.
+    ids = tf.constant([4, 4, 4, 9, 8])
+    positives = positive_pairs(5, ids)
+    similarity = tf.random.normal([5, 5], seed=4) + 10.0 * tf.cast(positives, tf.float32)
+    for seed in range(20):
+        negatives = sample_hard_negatives(similarity, positives, seed=seed).numpy()
+        assert (negatives[:3] >= 3).all() and (negatives[3:] != [3, 4]).all()
+    # A batch of one emoji only: any other column (labelled a match by its ids).
+    alike = positive_pairs(3, tf.constant([1, 1, 1]))
+    negatives = sample_hard_negatives(tf.zeros([3, 3]), alike, seed=0).numpy()
+    assert (negatives != np.arange(3)).all()
 
 
 def test_hard_negatives_prefer_similar_pairs():
@@ -127,6 +142,21 @@ def test_itc_loss_is_infonce_of_the_unimodal_embeddings(pretraining_preprocessor
 
     expected = 0.5 * (cross_entropy(logits) + cross_entropy(logits.T))
     assert float(only_itc(x)["itc"]) == pytest.approx(expected, rel=1e-4)
+    # With pair ids, the loss reads them: the first two examples as one emoji
+    # spread row 0's and row 1's targets over both.
+    ids = np.arange(len(logits))
+    ids[1] = ids[0]
+    targets = (ids[:, None] == ids[None, :]).astype(np.float64)
+    targets /= targets.sum(1, keepdims=True)
+
+    def soft_cross_entropy(rows):
+        rows = rows - rows.max(1, keepdims=True)
+        log_softmax = rows - np.log(np.exp(rows).sum(1, keepdims=True))
+        return -np.mean((targets * log_softmax).sum(1))
+
+    multi = 0.5 * (soft_cross_entropy(logits) + soft_cross_entropy(logits.T))
+    with_ids = float(only_itc({**x, "pair_ids": tf.constant(ids)})["itc"])
+    assert with_ids == pytest.approx(multi, rel=1e-4) and multi != pytest.approx(expected)
 
 
 def test_itc_starts_at_temperature_0_07(pretraining_preprocessor, pairs):

@@ -1,12 +1,14 @@
 """Pre-training pieces: SimMIM masks and loss, InfoNCE, retrieval metrics."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from simmim_tf.evaluation.retrieval import recall_at_k
-from simmim_tf.pretraining.contrastive import ContrastiveLoss
+from simmim_tf.pretraining.contrastive import ContrastiveLoss, positive_pairs
 from simmim_tf.pretraining.masking import (
     MaskTokenLayer,
     PixelReconstructionHead,
@@ -89,6 +91,39 @@ def test_infonce_matches_numpy_reference():
 
     expected = 0.5 * (cross_entropy(logits) + cross_entropy(logits.T))
     assert loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_multi_positive_infonce_on_a_hand_worked_case():
+    # Two images and texts of one emoji (ids 7, 7) and one of another (id 3).
+    # Logits (T fixed at 1): image i -> text j.
+    logits = np.array([[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
+    layer = ContrastiveLoss(initial_temperature=1.0)
+    layer.similarity = lambda images, texts: tf.constant(logits, tf.float32)
+    loss = float(layer(None, None, pair_ids=tf.constant([7, 7, 3])))
+    # Rows 0 and 1: half the target on each of texts 0 and 1.
+    # log-softmax of [2, 1, 0]: [2, 1, 0] - log(e^2 + e + 1).
+    z = math.log(math.exp(2) + math.exp(1) + 1)
+    row_01 = -0.5 * ((2 - z) + (1 - z))
+    # Row 2: its one positive, text 2: -(1 - log(1 + 1 + e)).
+    row_2 = -(1 - math.log(2 + math.e))
+    # The logits are symmetric, so text -> image gives the same rows.
+    assert loss == pytest.approx((2 * row_01 + row_2) / 3, rel=1e-6)
+    # Without ids, each row has one positive: plain InfoNCE.
+    plain = float(layer(None, None))
+    diagonal = -np.mean([2 - z, 2 - z, 1 - math.log(2 + math.e)])
+    assert plain == pytest.approx(diagonal, rel=1e-6)
+    # Distinct ids are the same as no ids.
+    assert float(layer(None, None, pair_ids=tf.constant([0, 1, 2]))) == pytest.approx(
+        plain
+    )
+
+
+def test_positive_pairs_are_equal_ids():
+    np.testing.assert_array_equal(
+        positive_pairs(3, tf.constant([5, 1, 5])),
+        [[True, False, True], [False, True, False], [True, False, True]],
+    )
+    np.testing.assert_array_equal(positive_pairs(2), np.eye(2, dtype=bool))
 
 
 def test_infonce_temperature_is_learnable():

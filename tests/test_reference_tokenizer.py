@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import simmim_tf
-from simmim_tf.data.emoji_text import SAMPLE_DIR, _read_emojibase, emojibase_tarball_name
+from simmim_tf.data.emoji_text import SAMPLE_DIR, emojibase_tarball_name, read_emojibase
 from simmim_tf.reference_tokenizer import ReferenceTokenizer
 
 # Beyond the data set: accents, CJK, scripts without case, control and format
@@ -31,7 +31,7 @@ HARD_TEXTS = [
 
 def _texts() -> list[str]:
     tarball = SAMPLE_DIR / emojibase_tarball_name()
-    return [record["text"] for record in _read_emojibase(tarball, True)] + HARD_TEXTS
+    return [record["text"] for record in read_emojibase(tarball, True)] + HARD_TEXTS
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """pretrain -> finetune -> evaluate through the CLI, tiny models on the sample."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -12,10 +13,15 @@ import simmim_tf
 from simmim_tf.cli import main
 from simmim_tf.data import load_emoji_text
 from simmim_tf.evaluation.evaluate import metric_rows
-from simmim_tf.jobs import run_finetune
+from simmim_tf.jobs import run_finetune, run_pretrain
 from simmim_tf.recommend import emoji_characters, recommend
 from simmim_tf.training.config import DEFAULT_CONFIG, load_config, save_config
-from simmim_tf.training.data import check_pretraining_split, load_splits, make_batches
+from simmim_tf.training.data import (
+    check_pretraining_split,
+    check_unseen_test_artist,
+    load_splits,
+    make_batches,
+)
 from simmim_tf.training.fit import learning_rate
 from simmim_tf.training.tasks import build_preprocessor
 
@@ -82,7 +88,7 @@ def test_pretrain_then_finetune_from_it_then_evaluate(config_file, tmp_path, cap
     assert "test text_to_image dual" in out and "tested on google" in out
 
     # Another test artist lands beside, never over, google's results.
-    args = ["evaluate", "--run-dir", str(fine), "--set", "data.test_vendor=twitter"]
+    args = ["evaluate", "--run-dir", str(fine), "--set", "data.test_artist=twitter"]
     assert main(args) == 0
     twitter = json.loads((fine / "metrics_twitter.json").read_text())
     assert twitter["test_artist"] == "twitter"
@@ -289,3 +295,60 @@ def test_finetuning_refuses_a_backbone_pretrained_under_another_split(
     assert not (tmp_path / "fine").exists()  # refused before anything is written
     save_config(config, tmp_path / "pre" / "config.yaml")
     check_pretraining_split(config)  # the same split: accepted
+
+
+def test_several_training_artists_share_one_concept_split(config_file):
+    # twitter + two SVG artists of the sample: every training batch carries
+    # pair ids (the emoji class), mixes artists, and no artist's drawing of a
+    # held-out concept is trained on.
+    base = load_config(str(config_file), defaults=DEFAULT_CONFIG)
+    artists = ["twitter", "openmoji", "emojione"]
+    config = {**base, "data": {**base["data"], "train_artists": artists}}
+    splits, builder = load_splits(config)
+    train = list(splits["train"].as_numpy_iterator())
+    assert {e["vendor"].decode() for e in train} == set(artists)
+    held_out = {int(e["label"]) for e in splits["validation"].as_numpy_iterator()}
+    assert held_out and held_out.isdisjoint(int(e["label"]) for e in train)
+    batches = make_batches(
+        config,
+        splits["train"],
+        build_preprocessor(config),
+        label_key="vendor",
+        training=True,
+        contrastive=True,
+    )
+    for inputs, vendors in batches:
+        assert len(set(vendors.numpy())) >= 2
+        assert inputs["pair_ids"].shape == inputs["token_ids"].shape[:1]
+    # Pair ids are the classes: the same emoji by two artists shares one id.
+    labels = {(e["vendor"], e["hexcode"]): int(e["label"]) for e in train}
+    shared = [h for (v, h) in labels if v == b"openmoji" and (b"twitter", h) in labels]
+    assert shared and all(
+        labels[(b"openmoji", h)] == labels[(b"twitter", h)] for h in shared
+    )
+
+
+@pytest.mark.parametrize(
+    "train_artists, test_artist, message",
+    [
+        (["twitter", "google"], "google", "includes the test artist 'google'"),
+        (["twitter", "noto_v1"], "google", "'noto_v1', google's earlier design"),
+        (["twitter", "myartist"], "google", "Unknown emoji artist 'myartist'"),
+        ([], "google", "data.train_artists is empty"),
+        ("twitter", "google", "must be a list of artists"),
+    ],
+)
+def test_training_artists_that_break_the_protocol_are_refused(
+    config_file, tmp_path, train_artists, test_artist, message
+):
+    config = load_config(str(config_file), defaults=DEFAULT_CONFIG)
+    config["data"].update(train_artists=train_artists, test_artist=test_artist)
+    config["run_dir"] = str(tmp_path / "run")
+    for job in (run_pretrain, run_finetune):
+        with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+            job(config)
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+    # Noto v1 may train a model tested on another artist.
+    if test_artist == "google" and "noto_v1" in train_artists:
+        config["data"]["test_artist"] = "openmoji"
+        check_unseen_test_artist(config["data"])

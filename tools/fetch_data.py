@@ -2,7 +2,7 @@
 
 The same as `simmim-tf data fetch`, for a checkout without the console script:
 
-    python tools/fetch_data.py --manual-dir ~/emoji_npm [--vendors twitter google]
+    python tools/fetch_data.py --manual-dir ~/emoji_npm [--artists twitter openmoji]
 
 Then `simmim-tf demo --manual-dir ~/emoji_npm` trains on all of it.
 """

@@ -1,16 +1,22 @@
 """Make the small committed sample of the `emoji_text` dataset.
 
 Reads the full npm tarballs (`emoji-datasource-{twitter,google}-16.0.0.tgz`,
-`emojibase-data-17.0.0.tgz`, fetched with `simmim-tf data fetch`) and writes
-tarballs with the same names and layout but only a subset of the emoji:
+the SVG artists' packages and `emojibase-data-17.0.0.tgz`, fetched with
+`simmim-tf data fetch --artists twitter google openmoji fluent emojione noto_v1`)
+and writes tarballs with the same names and layout but only a subset of the
+emoji:
 
 * up to `--per-subgroup` (4) base emoji per subgroup that every sample vendor
   draws, evenly spaced over the subgroup in emojibase order;
 * their skin-tone variants too, when the sample then stays within
   `--max-bytes-with-skins` (4 MiB); otherwise base emoji only, and the
   `skin_tones` config has no extra examples on the sample;
-* `en/data.json` filtered to the chosen emoji, `en/messages.json` whole,
-  `emoji.json` filtered, `package.json` and `LICENSE` kept.
+* of each SVG artist, one of those base emoji per subgroup (its SVGs are large:
+  Fluent's average 34 kB), the middle one of those it draws;
+* `en/data.json` filtered to the chosen emoji, `en/messages.json` whole, the
+  Unicode names and shortcodes filtered, `emoji.json` filtered, `package.json`
+  and the licence files kept (an Iconify set's `icons.json` keeps the chosen
+  icons, aliases resolved, and its `info.json` with the licence).
 
 It also writes `simmim_tf/data/emoji_labels.json` (group keys, subgroup keys, the
 group of each subgroup and one class per emoji, skin-tone variants included)
@@ -40,23 +46,39 @@ import textwrap
 
 # The dataset's own versions, names and parsing: one copy, in the package.
 from simmim_tf.atomic import atomic_write_text
+from simmim_tf.data.artists import (
+    ARTISTS,
+    DATASOURCE_VERSION,
+    ICONIFY_ICONS,
+    datasource_image_members,
+    iconify_icon,
+    normalize_hexcode,
+    read_artwork,
+)
 from simmim_tf.data.emoji_text import (
     COMPONENT_GROUP,
-    DATASOURCE_VERSION,
     DEFAULT_VENDORS,
     EMOJIBASE_VERSION,
     LABELS_PATH,
-    datasource_tarball_name,
+    SHORTCODES,
+    UNICODE_NAMES,
     emojibase_tarball_name,
     is_dataset_emoji,
-    normalize_hexcode,
-    read_tar_members,
-    vendor_image_members,
-    vendor_image_prefix,
+    read_emojibase,
 )
+from simmim_tf.data.tarballs import read_tar_members
 
 # The sample must hold the default config's vendors: it is the default data.
 SAMPLE_VENDORS = DEFAULT_VENDORS
+# The open SVG artists: a few drawings each, enough to test their layouts.
+SAMPLE_SVG_ARTISTS = ("openmoji", "fluent", "emojione", "noto_v1")
+# Files kept whole in an SVG artist's sample tarball.
+SVG_ARTIST_FILES = (
+    "package/package.json",
+    "package/LICENSE",
+    "package/LICENSE.txt",
+    "package/info.json",
+)
 MAX_SAMPLE_BYTES = 5 * 1024 * 1024
 
 LICENSES_MD = """\
@@ -73,8 +95,10 @@ Each package's own license file is copied under `LICENSES/`.
 | Noto Emoji graphics (`package/img/google/64/*.png`) | `emoji-datasource-google` \
 {ds} | Apache-2.0 | Google |
 | `emoji.json` metadata | `emoji-datasource-*` {ds} | MIT | Cal Henderson (iamcal) |
-| `en/data.json`, `en/messages.json` (CLDR labels and tags) | `emojibase-data` \
-{eb} | MIT | Miles Johnson |
+| `en/data.json`, `en/messages.json` (CLDR labels and tags), \
+`meta/unicode-names.json`, `en/shortcodes/` | `emojibase-data` {eb} | MIT | \
+Miles Johnson |
+{svg_rows}
 
 The emoji-datasource LICENSE file (MIT) covers its code and data; the images it
 bundles keep the licenses of their artwork: Twemoji is CC-BY 4.0 (attribution:
@@ -231,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         lambda n: (
             n.split("/", 1)[1]
             in ("LICENSE", "package.json", "en/data.json", "en/messages.json")
+            or n in (UNICODE_NAMES, *SHORTCODES)
         ),
     )
     data = json.loads(emojibase["package/en/data.json"])
@@ -238,9 +263,9 @@ def main(argv: list[str] | None = None) -> None:
 
     vendor_files, vendor_emoji, vendor_images = {}, {}, {}
     for vendor in SAMPLE_VENDORS:
-        prefix = vendor_image_prefix(vendor)
+        prefix = ARTISTS[vendor].folder
         files = read_tar_members(
-            args.source / datasource_tarball_name(vendor),
+            args.source / ARTISTS[vendor].tarball_name,
             lambda n, p=prefix: (
                 n.startswith(p)
                 or n.split("/", 1)[1] in ("LICENSE", "package.json", "emoji.json")
@@ -249,7 +274,9 @@ def main(argv: list[str] | None = None) -> None:
         vendor_files[vendor] = files
         vendor_emoji[vendor] = json.loads(files["package/emoji.json"])
         # normalized hexcode -> member name
-        vendor_images[vendor] = vendor_image_members(vendor_emoji[vendor], vendor, files)
+        vendor_images[vendor] = datasource_image_members(
+            vendor_emoji[vendor], vendor, files
+        )
 
     groups = [g["key"] for g in sorted(messages["groups"], key=lambda g: g["order"])]
     assert [g["order"] for g in messages["groups"]] == list(range(len(groups)))
@@ -288,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         "PNG, all vendors)"
     )
     keep = {normalize_hexcode(e["hexcode"]) for e in chosen}
+    svg_artwork = choose_svg_artwork(args.source, chosen)
     total = write_sample(
         args.out,
         keep | {normalize_hexcode(s["hexcode"]) for s in skins},
@@ -304,9 +332,67 @@ def main(argv: list[str] | None = None) -> None:
         )
     else:
         print("skin-tone variants included")
+    total += write_svg_artists(args.out, args.source, svg_artwork)
     print(f"sample: {total / 1e6:.2f} MB in {args.out}")
     if total > MAX_SAMPLE_BYTES:
         raise SystemExit(f"Sample is {total} bytes, over {MAX_SAMPLE_BYTES}.")
+
+
+def choose_svg_artwork(source: pathlib.Path, chosen: list[dict]) -> dict:
+    """Per SVG artist, the artwork of one chosen emoji per subgroup it draws."""
+    records = read_emojibase(source / emojibase_tarball_name(), include_skin_tones=False)
+    keys = {normalize_hexcode(e["hexcode"]): e["subgroup"] for e in chosen}
+    records = [r for r in records if r["key"] in keys]
+    artwork = {}
+    for name in SAMPLE_SVG_ARTISTS:
+        artist = ARTISTS[name]
+        drawn = read_artwork(artist, source / artist.tarball_name, records)
+        by_subgroup = collections.defaultdict(list)
+        for r in records:
+            if r["key"] in drawn:
+                by_subgroup[keys[r["key"]]].append(r["key"])
+        picked = [
+            k for s in sorted(by_subgroup) for k in evenly_spaced(by_subgroup[s], 1)
+        ]
+        artwork[name] = [drawn[k] for k in picked]
+    return artwork
+
+
+def write_svg_artists(out: pathlib.Path, source: pathlib.Path, svg_artwork: dict) -> int:
+    """Writes each SVG artist's sample tarball; returns their total bytes."""
+    total = 0
+    for name, drawings in svg_artwork.items():
+        artist = ARTISTS[name]
+        files = read_tar_members(
+            source / artist.tarball_name,
+            lambda n: n in SVG_ARTIST_FILES or n == ICONIFY_ICONS,
+        )
+        out_files = {n: files[n] for n in SVG_ARTIST_FILES if n in files}
+        if artist.layout == "iconify_json":
+            icon_set = json.loads(files[ICONIFY_ICONS])
+            icons = {}
+            for drawing in drawings:
+                icon = drawing.member.split("#", 1)[1]
+                icons[icon] = iconify_icon(icon_set, icon)
+            sample_set = {
+                k: v for k, v in icon_set.items() if k not in ("icons", "aliases")
+            }
+            sample_set["icons"] = icons
+            out_files[ICONIFY_ICONS] = json.dumps(sample_set, indent=1).encode()
+        else:
+            out_files.update({d.member: d.data for d in drawings})
+        path = out / artist.tarball_name
+        write_tarball(path, out_files)
+        for licence in ("package/LICENSE", "package/LICENSE.txt"):
+            if licence in files:
+                (
+                    out
+                    / "LICENSES"
+                    / f"{artist.package.lstrip('@').replace('/', '-')}-LICENSE"
+                ).write_bytes(files[licence])
+        print(f"wrote {path.name}: {len(drawings)} drawings")
+        total += path.stat().st_size
+    return total
 
 
 def write_sample(
@@ -326,6 +412,18 @@ def write_sample(
                 sample_data, ensure_ascii=False, indent=1
             ).encode("utf-8"),
             "package/en/messages.json": emojibase["package/en/messages.json"],
+            **{
+                name: json.dumps(
+                    {
+                        h: v
+                        for h, v in json.loads(emojibase[name]).items()
+                        if normalize_hexcode(h) in keep
+                    },
+                    ensure_ascii=False,
+                    indent=1,
+                ).encode("utf-8")
+                for name in (UNICODE_NAMES, *SHORTCODES)
+            },
         },
     )
     (out / "LICENSES" / "emojibase-data-LICENSE").write_bytes(
@@ -352,7 +450,7 @@ def write_sample(
         out_files["package/emoji.json"] = json.dumps(sample_emoji, indent=1).encode()
         out_files["package/LICENSE"] = files["package/LICENSE"]
         out_files["package/package.json"] = files["package/package.json"]
-        name = datasource_tarball_name(vendor)
+        name = ARTISTS[vendor].tarball_name
         write_tarball(out / name, out_files)
         (out / "LICENSES" / f"emoji-datasource-{vendor}-LICENSE").write_bytes(
             files["package/LICENSE"]
@@ -378,6 +476,17 @@ def write_sample(
             ds=DATASOURCE_VERSION,
             eb=EMOJIBASE_VERSION,
             contents=textwrap.fill(contents, width=80),
+            svg_rows="\n".join(
+                f"| {ARTISTS[n].name} drawings ("
+                + (
+                    f"`{ARTISTS[n].folder}*.svg`"
+                    if ARTISTS[n].folder
+                    else "`package/icons.json`, Iconify"
+                )
+                + f") | `{ARTISTS[n].spec}` | {ARTISTS[n].licence} | "
+                f"{ARTISTS[n].attribution} |"
+                for n in SAMPLE_SVG_ARTISTS
+            ),
         )
     )
     return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())

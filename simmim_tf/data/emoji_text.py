@@ -1,21 +1,25 @@
 """`emoji_text`: emoji artwork paired with CLDR names and keywords, as a TFDS builder.
 
-Each example is one emoji drawn by one vendor: a 64x64 RGB image (the vendor's
-RGBA PNG composited on white), the English CLDR label and tags as text, and the
-emoji's class, group and subgroup. There is one split per vendor, so that a model
-can be trained on one vendor's artwork and tested on another's.
+Each example is one emoji drawn by one artist: a 64x64 RGB image (the artist's
+PNG composited on white, or its SVG rasterised, cropped to the drawing and
+composited on white), the English CLDR label and tags as text, and the emoji's
+class, group and subgroup. There is one split per artist, so that a model can
+be trained on some artists' artwork and tested on another's.
 
 Sources (npm tarballs, read directly from the manual dir, never extracted):
 
-* `emoji-datasource-{vendor}-16.0.0.tgz`: `package/emoji.json` and the PNGs
-  under `package/img/{vendor}/64/`.
-* `emojibase-data-17.0.0.tgz`: `package/en/data.json` (labels, tags, groups)
-  and `package/en/messages.json` (group and subgroup keys).
+* each artist's package (`simmim_tf.data.artists.ARTISTS`: emoji-datasource
+  PNGs for twitter and google; OpenMoji, Fluent, EmojiOne 2.3 and Noto v1 as
+  SVG);
+* `emojibase-data-17.0.0.tgz`: `package/en/data.json` (labels, tags, groups),
+  `package/en/messages.json` (group and subgroup keys), and the Unicode names
+  and shortcodes that older icon sets file their emoji under.
 
-Emoji are matched between the two by hexcode, upper-cased and without the FE0F
-variation selectors. Entries without a group (regional indicators) and the
-`component` group (skin-tone swatches, hair components) are skipped; emoji a
-vendor does not draw (e.g. emoji newer than its artwork) are skipped for it.
+Emoji are matched by hexcode (upper-cased, without the FE0F variation
+selectors) or, for icon sets named by slug, by name (`artists.match_names`).
+Entries without a group (regional indicators) and the `component` group
+(skin-tone swatches, hair components) are skipped; emoji an artist does not
+draw (e.g. emoji newer than its artwork) are skipped for it.
 """
 
 from __future__ import annotations
@@ -27,8 +31,6 @@ import json
 import os
 import pathlib
 import re
-import tarfile
-from collections.abc import Callable, Container
 from typing import ClassVar
 
 import numpy as np
@@ -36,10 +38,19 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
+from simmim_tf.data.artists import (
+    ARTISTS,
+    Artwork,
+    artwork_names,
+    get_artist,
+    normalize_hexcode,
+    read_artwork,
+)
+from simmim_tf.data.rasterize import rasterize_svg
+from simmim_tf.data.tarballs import npm_tarball_name, read_tar_members
 from simmim_tf.hashing import sha256_file
 from simmim_tf.image_decoding import decode_on_white
 
-DATASOURCE_VERSION = "16.0.0"
 EMOJIBASE_VERSION = "17.0.0"
 DEFAULT_VENDORS = ("twitter", "google")
 IMAGE_SIZE = 64
@@ -47,75 +58,21 @@ COMPONENT_GROUP = "component"
 LABELS_PATH = pathlib.Path(__file__).with_name("emoji_labels.json")
 SAMPLE_DIR = pathlib.Path(__file__).with_name("sample")
 FETCH_COMMAND = "simmim-tf data fetch --manual-dir DIR"
+# emojibase files with the names older icon sets file emoji under.
+UNICODE_NAMES = "package/meta/unicode-names.json"
+SHORTCODES = ("package/en/shortcodes/iamcal.json", "package/en/shortcodes/joypixels.json")
 
 _VENDOR_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-def datasource_tarball_name(vendor: str) -> str:
-    """File name of `vendor`'s emoji-datasource tarball (as `npm pack` names it)."""
-    return f"emoji-datasource-{vendor}-{DATASOURCE_VERSION}.tgz"
-
-
 def emojibase_tarball_name() -> str:
     """File name of the emojibase-data tarball (as `npm pack` names it)."""
-    return f"emojibase-data-{EMOJIBASE_VERSION}.tgz"
+    return npm_tarball_name("emojibase-data", EMOJIBASE_VERSION)
 
 
 def expected_tarballs(vendors: tuple[str, ...] = DEFAULT_VENDORS) -> list[str]:
-    """File names the manual dir must hold for `vendors`."""
-    return [datasource_tarball_name(v) for v in vendors] + [emojibase_tarball_name()]
-
-
-def normalize_hexcode(hexcode: str) -> str:
-    """Upper-cases `hexcode` and drops the FE0F variation selectors.
-
-    Args:
-        hexcode: str. Code points joined by "-", e.g. "0023-fe0f-20e3".
-
-    Example:
-
-    ```python
-    assert normalize_hexcode("0023-fe0f-20e3") == "0023-20E3"
-    ```
-    """
-    return "-".join(p for p in hexcode.upper().split("-") if p != "FE0F")
-
-
-def vendor_image_prefix(vendor: str) -> str:
-    """Folder of `vendor`'s 64 px PNGs inside its emoji-datasource tarball."""
-    return f"package/img/{vendor}/64/"
-
-
-def vendor_image_members(
-    emoji: list[dict], vendor: str, members: Container[str]
-) -> dict[str, str]:
-    """Maps the normalized hexcode of each emoji `vendor` draws to its PNG member.
-
-    An emoji (or skin-tone variant) counts as drawn when its PNG is among
-    `members` and `has_img_{vendor}` is not false in `package/emoji.json`.
-
-    Args:
-        emoji: list of dicts. The entries of the tarball's `package/emoji.json`.
-        vendor: str. The vendor, as in the tarball's name.
-        members: container of str. Member names of the tarball.
-
-    Example:
-
-    ```python
-    entry = {"unified": "1F600", "image": "1f600.png", "has_img_google": True}
-    members = {"package/img/google/64/1f600.png"}
-    images = vendor_image_members([entry], "google", members)
-    assert images == {"1F600": "package/img/google/64/1f600.png"}
-    ```
-    """
-    prefix = vendor_image_prefix(vendor)
-    images = {}
-    for entry in emoji:
-        for e in [entry, *(entry.get("skin_variations") or {}).values()]:
-            member = prefix + e["image"]
-            if e.get(f"has_img_{vendor}", True) and member in members:
-                images[normalize_hexcode(e["unified"])] = member
-    return images
+    """File names the manual dir must hold for the artists `vendors`."""
+    return [get_artist(v).tarball_name for v in vendors] + [emojibase_tarball_name()]
 
 
 def is_dataset_emoji(entry: dict, component_group: int) -> bool:
@@ -281,14 +238,15 @@ class EmojiTextConfig(tfds.core.BuilderConfig):
 
     Args:
         name: str. Config name (also the cache sub-directory).
-        vendors: tuple of str. One split per vendor, read from
-            `emoji-datasource-{vendor}-16.0.0.tgz` in the manual dir.
+        vendors: tuple of str. One split per artist of
+            `simmim_tf.data.artists.ARTISTS`, read from its npm tarball in the
+            manual dir.
         include_skin_tones: bool. Add the skin-tone variants as extra examples.
 
     Example:
 
     ```python
-    config = EmojiTextConfig(name="mine", vendors=("twitter", "myvendor"))
+    config = EmojiTextConfig(name="mine", vendors=("twitter", "openmoji"))
     builder = EmojiText(config=config, data_dir="/tmp/tfds")
     ```
     """
@@ -311,17 +269,20 @@ class EmojiTextConfig(tfds.core.BuilderConfig):
                     f"Vendor {vendor!r} is not a valid split name: use lower-case "
                     "letters, digits and underscores, starting with a letter."
                 )
+            get_artist(vendor)
         if len(set(self.vendors)) != len(self.vendors):
             raise ValueError(f"`vendors` has duplicates: {self.vendors!r}.")
 
 
 class EmojiText(tfds.core.GeneratorBasedBuilder):
-    """Emoji images (one split per vendor) with their CLDR label and tags.
+    """Emoji images (one split per artist) with their CLDR label and tags.
 
     Features: `image` (64, 64, 3) uint8 composited on white; `text`
     "{label}: {tag1}, {tag2}, ..."; `label` (one class per emoji, skin-tone
     variants included), `group` (10 classes) and `subgroup` (100 classes,
-    indexed like emojibase); `vendor`; `hexcode` (emojibase's).
+    indexed like emojibase); `vendor` (the artist); `hexcode` (emojibase's).
+    The dataset's metadata holds each artist's package, licence, attribution
+    and coverage (`builder.info.metadata["artists"]`).
 
     Args:
         config: str or EmojiTextConfig. "base" (default) or "skin_tones", or a
@@ -339,11 +300,13 @@ class EmojiText(tfds.core.GeneratorBasedBuilder):
     ```
     """
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "Initial release.",
         "1.1.0": "Images decoded and composited on white by the preprocessor's "
         "TensorFlow decoder (was Pillow): within one uint8 step.",
+        "1.2.0": "SVG artists (OpenMoji, Fluent, EmojiOne 2.3, Noto v1), "
+        "rasterised with resvg; artist licences and coverage in the metadata.",
     }
     BUILDER_CONFIGS: ClassVar[list[EmojiTextConfig]] = [
         EmojiTextConfig(name="base", description="Base emoji only."),
@@ -356,10 +319,11 @@ class EmojiText(tfds.core.GeneratorBasedBuilder):
     DEFAULT_CONFIG_NAME = "base"
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 Put these npm tarballs, as `npm pack` names them, in the manual dir:
-  {datasource_tarball_name("twitter")}
-  {datasource_tarball_name("google")}
+  {ARTISTS["twitter"].tarball_name}
+  {ARTISTS["google"].tarball_name}
   {emojibase_tarball_name()}
-(for a config with other vendors: {datasource_tarball_name("<vendor>")} each).
+(for a config with other artists, each artist's package as
+`simmim_tf.data.artists.ARTISTS` names it, e.g. {ARTISTS["openmoji"].tarball_name}).
 `{FETCH_COMMAND}` fetches them with `npm pack`. A small sample with the same
 names ships in simmim_tf/data/sample.
 """
@@ -389,6 +353,7 @@ names ships in simmim_tf/data/sample.
                 }
             ),
             supervised_keys=("image", "label"),
+            metadata=tfds.core.MetadataDict(),
             homepage="https://github.com/iamcal/emoji-data",
         )
 
@@ -401,33 +366,41 @@ names ships in simmim_tf/data/sample.
         else:
             manual_dir = dl_manager.manual_dir
         manual_dir = check_manual_dir(manual_dir, vendors)
-        emoji = _read_emojibase(
+        emoji = read_emojibase(
             manual_dir / emojibase_tarball_name(),
             include_skin_tones=self.builder_config.include_skin_tones,
         )
-        splits = {}
+        splits, artists = {}, {}
         for vendor in vendors:
-            tarball = manual_dir / datasource_tarball_name(vendor)
-            images = _read_vendor_images(tarball, vendor)
-            drawn = [e for e in emoji if e["key"] in images]
+            artist = get_artist(vendor)
+            tarball = manual_dir / artist.tarball_name
+            artwork = read_artwork(artist, tarball, emoji)
+            drawn = [e for e in emoji if e["key"] in artwork]
             if not drawn:
                 raise ValueError(
-                    f"Vendor {vendor!r} has no image of any emoji: {tarball} has no "
-                    f"PNG under package/img/{vendor}/64/ for the emojibase emoji "
-                    "(check the vendor name and the tarball's emoji.json)."
+                    f"Artist {vendor!r} has no drawing of any emoji in {tarball} "
+                    f"(layout {artist.layout}): is it {artist.spec}?"
                 )
-            splits[vendor] = self._generate_examples(vendor, tarball, drawn, images)
+            artists[vendor] = {
+                "package": artist.spec,
+                "licence": artist.licence,
+                "attribution": artist.attribution,
+                "drawn": len(drawn),
+                "of": len(emoji),
+            }
+            splits[vendor] = self._generate_examples(vendor, tarball, drawn, artwork)
+        self.info.metadata["artists"] = artists
         return splits
 
-    def _generate_examples(self, vendor, tarball, emoji, images):
+    def _generate_examples(self, vendor, tarball, emoji, artwork):
         for e in emoji:
-            member, png = images[e["key"]]
+            drawing = artwork[e["key"]]
             try:
-                image = composite_on_white(png)
-            except Exception as error:  # Pillow raises many types
+                image = artwork_pixels(drawing)
+            except Exception as error:  # decoders raise many types
                 raise ValueError(
-                    f"Cannot decode PNG {member} in {tarball} (emoji {e['hexcode']}, "
-                    f"vendor {vendor!r}): {error}"
+                    f"Cannot decode {drawing.member} in {tarball} (emoji "
+                    f"{e['hexcode']}, artist {vendor!r}): {error}"
                 ) from error
             example = {
                 "image": image,
@@ -441,19 +414,24 @@ names ships in simmim_tf/data/sample.
             yield e["key"], example
 
 
-def _read_emojibase(tarball: pathlib.Path, include_skin_tones: bool) -> list[dict]:
+def read_emojibase(tarball: pathlib.Path, include_skin_tones: bool) -> list[dict]:
     """Reads the emojibase tarball once; returns one record per usable emoji.
 
-    A record holds `key` (normalized hexcode), `hexcode`, `text` and the class
-    indices `label`, `group` and `subgroup`, in emojibase order.
+    A record holds `key` (normalized hexcode), `hexcode`, `text`, the class
+    indices `label`, `group` and `subgroup`, and `names` (the slugs icon sets
+    may file it under), in emojibase order.
     """
     wanted = ("package/en/data.json", "package/en/messages.json")
-    files = read_tar_members(tarball, lambda name: name in wanted)
+    files = read_tar_members(
+        tarball, lambda name: name in wanted or name in (UNICODE_NAMES, *SHORTCODES)
+    )
     for name in wanted:
         if name not in files:
             raise ValueError(f"{tarball} has no {name}: not an emojibase-data tarball?")
     data = json.loads(files["package/en/data.json"])
     messages = json.loads(files["package/en/messages.json"])
+    unicode_names = json.loads(files.get(UNICODE_NAMES, b"{}"))
+    shortcodes = [json.loads(files[name]) for name in SHORTCODES if name in files]
     meta = load_label_metadata()
     _check_messages(tarball, messages, meta)
     class_of = {h: i for i, (h, _) in enumerate(meta["classes"])}
@@ -481,9 +459,36 @@ def _read_emojibase(tarball: pathlib.Path, include_skin_tones: bool) -> list[dic
                     "label": class_of[key],
                     "group": e.get("group", entry["group"]),
                     "subgroup": e.get("subgroup", entry["subgroup"]),
+                    "names": artwork_names(
+                        e["label"],
+                        unicode_names.get(e["hexcode"]),
+                        [
+                            c
+                            for codes in shortcodes
+                            for c in _as_list(codes.get(e["hexcode"]))
+                        ],
+                    ),
                 }
             )
     return records
+
+
+def _as_list(codes: str | list[str] | None) -> list[str]:
+    """emojibase gives one shortcode as a string, several as a list."""
+    if codes is None:
+        return []
+    return [codes] if isinstance(codes, str) else list(codes)
+
+
+def artwork_pixels(artwork: Artwork, size: int = IMAGE_SIZE) -> np.ndarray:
+    """An emoji's drawing as uint8 `[size, size, 3]` on white.
+
+    PNGs go through `composite_on_white`, SVGs through `rasterize_svg` (which
+    crops them to the drawing, as the PNG artists' drawings fill their canvas).
+    """
+    if artwork.is_svg:
+        return rasterize_svg(artwork.data, size)
+    return composite_on_white(artwork.data, size)
 
 
 def _check_messages(tarball: pathlib.Path, messages: dict, meta: dict) -> None:
@@ -499,61 +504,6 @@ def _check_messages(tarball: pathlib.Path, messages: dict, meta: dict) -> None:
                     f"{tarball}: package/en/messages.json gives {kind[:-1]} {key!r} "
                     f"order {orders.get((kind, key))}, {LABELS_PATH.name} expects {i}."
                 )
-
-
-def _read_vendor_images(
-    tarball: pathlib.Path, vendor: str
-) -> dict[str, tuple[str, bytes]]:
-    """Reads a vendor tarball once; maps normalized hexcode to (member, PNG bytes).
-
-    An emoji (or skin-tone variant) counts as drawn when its PNG is in the tarball
-    and `has_img_{vendor}` is not false in `package/emoji.json`.
-    """
-    prefix = vendor_image_prefix(vendor)
-    files = read_tar_members(
-        tarball, lambda name: name == "package/emoji.json" or name.startswith(prefix)
-    )
-    if "package/emoji.json" not in files:
-        raise ValueError(
-            f"{tarball} has no package/emoji.json: not an emoji-datasource tarball?"
-        )
-    members = vendor_image_members(json.loads(files["package/emoji.json"]), vendor, files)
-    return {key: (member, files[member]) for key, member in members.items()}
-
-
-def read_tar_members(
-    tarball: os.PathLike | str, keep: Callable[[str], bool]
-) -> dict[str, bytes]:
-    """Reads the regular members of `tarball` whose names pass `keep`, in one pass.
-
-    Args:
-        tarball: path. A tar file, compressed or not (gzip, bz2, xz).
-        keep: callable. Takes a member name, returns whether to read it.
-
-    Returns:
-        Member name -> its bytes, for the regular files that `keep` accepts.
-
-    Raises:
-        ValueError: the file cannot be read as a tarball; the message names it.
-
-    Example:
-
-    ```python
-    files = read_tar_members(
-        SAMPLE_DIR / emojibase_tarball_name(), lambda n: n == "package/en/data.json"
-    )
-    data = json.loads(files["package/en/data.json"])
-    ```
-    """
-    try:
-        with tarfile.open(tarball, "r:*") as tar:
-            return {
-                m.name: tar.extractfile(m).read()
-                for m in tar
-                if m.isfile() and keep(m.name)
-            }
-    except (tarfile.TarError, OSError, EOFError) as error:
-        raise ValueError(f"Cannot read tarball {tarball}: {error}") from error
 
 
 def emoji_text_builder(

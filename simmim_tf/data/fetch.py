@@ -9,16 +9,15 @@ import subprocess
 import tempfile
 import warnings
 
+from simmim_tf.data.artists import ARTISTS, get_artist
 from simmim_tf.data.emoji_text import (
-    DATASOURCE_VERSION,
     DEFAULT_VENDORS,
     EMOJIBASE_VERSION,
-    datasource_tarball_name,
     emojibase_tarball_name,
 )
 
 # Their artwork is not licensed for redistribution: never fetched by default.
-UNLICENSED_VENDORS = ("apple", "facebook")
+UNLICENSED_VENDORS = tuple(n for n, a in ARTISTS.items() if not a.redistributable)
 # The command-line flag that stands for `allow_unlicensed_vendors=True`.
 UNLICENSED_FLAG = "--i-have-the-rights"
 
@@ -50,8 +49,9 @@ def fetch_emoji_tarballs(
 
     Args:
         manual_dir: path. Folder for the tarballs (created if needed).
-        vendors: tuple of str. Vendors whose `emoji-datasource-{vendor}` package
-            to fetch; `emojibase-data` is always fetched.
+        vendors: tuple of str. Artists whose package to fetch (names of
+            `simmim_tf.data.artists.ARTISTS`); `emojibase-data` is always
+            fetched.
         allow_unlicensed_vendors: bool. Allow "apple" and "facebook", whose
             artwork is not licensed for redistribution (`--i-have-the-rights` on
             the command line). Fetching them then gives an
@@ -61,7 +61,7 @@ def fetch_emoji_tarballs(
         The paths of all the tarballs, vendors first, emojibase-data last.
 
     Raises:
-        ValueError: an unlicensed vendor was requested without the flag.
+        ValueError: an unknown artist, or an unlicensed one without the flag.
         RuntimeError: `npm` is not on PATH (the message lists the files to put
             in `manual_dir` by hand) or `npm pack` failed.
 
@@ -75,6 +75,7 @@ def fetch_emoji_tarballs(
     if isinstance(vendors, str):
         raise TypeError(f"`vendors` must be a tuple of names, not {vendors!r}.")
     vendors = tuple(vendors)
+    artists = [get_artist(v) for v in vendors]
     refused = [v for v in vendors if v in UNLICENSED_VENDORS]
     if refused and not allow_unlicensed_vendors:
         raise ValueError(
@@ -88,10 +89,7 @@ def fetch_emoji_tarballs(
             unlicensed_vendors_warning(refused), UnlicensedArtworkWarning, stacklevel=2
         )
     manual_dir = pathlib.Path(manual_dir).expanduser()
-    packages = [
-        (f"emoji-datasource-{v}@{DATASOURCE_VERSION}", datasource_tarball_name(v))
-        for v in vendors
-    ]
+    packages = [(a.spec, a.tarball_name) for a in artists]
     packages.append((f"emojibase-data@{EMOJIBASE_VERSION}", emojibase_tarball_name()))
     paths = [manual_dir / name for _, name in packages]
     missing = [

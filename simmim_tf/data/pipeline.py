@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from simmim_tf.pretraining.contrastive import PAIR_IDS
+
 WHITE = 255
 
 
@@ -68,6 +70,7 @@ def make_dataset(
     seed: int = 0,
     shuffle_buffer: int = 4096,
     drop_remainder: bool = False,
+    pair_key: str | None = None,
 ) -> tf.data.Dataset:
     """Turn emoji_text feature dicts into batches of `(inputs, labels)`.
 
@@ -83,6 +86,8 @@ def make_dataset(
         shuffle_buffer: int. Shuffle buffer size.
         drop_remainder: bool. Drop a last, smaller batch (every batch then has
             one shape, so a training step is traced once, not twice).
+        pair_key: str or None. Feature copied into the inputs as `pair_ids`
+            (e.g. "label": one emoji drawn by two artists is one pair).
 
     Example:
     ```python
@@ -110,13 +115,24 @@ def make_dataset(
             deterministic=True,
         )
 
-    def to_inputs(example):
-        features = {"images": example["image"], "texts": example["text"]}
-        if label_key is None:
-            return features
-        return features, example[label_key]
+    def to_parts(example):
+        parts = {"features": {"images": example["image"], "texts": example["text"]}}
+        if label_key is not None:
+            parts["labels"] = example[label_key]
+        if pair_key is not None:
+            parts[PAIR_IDS] = example[pair_key]
+        return parts
 
-    batches = examples.map(to_inputs).batch(batch_size, drop_remainder=drop_remainder)
+    def to_inputs(parts):
+        if label_key is None:
+            inputs = preprocessor(parts["features"])
+        else:
+            inputs, labels = preprocessor(parts["features"], parts["labels"])
+        if pair_key is not None:
+            inputs = {**inputs, PAIR_IDS: parts[PAIR_IDS]}
+        return inputs if label_key is None else (inputs, labels)
+
+    batches = examples.map(to_parts).batch(batch_size, drop_remainder=drop_remainder)
     return batches.map(
-        preprocessor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        to_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     ).prefetch(tf.data.AUTOTUNE)

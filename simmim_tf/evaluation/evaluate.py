@@ -63,7 +63,7 @@ def evaluate_model(
                     grid_rankings[ranking] = found["indices"]
     if run_dir is not None:
         _retrieval_grids(
-            splits["test"], grid_rankings, run_dir, config["data"]["test_vendor"]
+            splits["test"], grid_rankings, run_dir, config["data"]["test_artist"]
         )
     return {"retrieval": metrics}
 
@@ -99,12 +99,12 @@ def metric_rows(metrics: dict) -> dict[str, dict[str, float]]:
 
 def metrics_path(run_dir: str | pathlib.Path, config: dict) -> pathlib.Path:
     """`run_dir/metrics_<test artist>.json`: each test artist keeps its own file."""
-    return pathlib.Path(run_dir) / f"metrics_{config['data']['test_vendor']}.json"
+    return pathlib.Path(run_dir) / f"metrics_{config['data']['test_artist']}.json"
 
 
 def write_metrics(run_dir: str | pathlib.Path, config: dict, metrics: dict) -> None:
     """Write the metrics of one test artist, naming it in the file and its content."""
-    record = {"test_artist": config["data"]["test_vendor"], "metrics": metrics}
+    record = {"test_artist": config["data"]["test_artist"], "metrics": metrics}
     atomic_write_text(metrics_path(run_dir, config), json.dumps(record, indent=2))
 
 

@@ -67,6 +67,45 @@ def save_figure(figure: Figure, path: str | os.PathLike) -> pathlib.Path:
             pyplot.close(figure)
 
 
+def plot_recall_curves(
+    curves: Mapping[str, Sequence[Mapping[str, float]]],
+    path: str | os.PathLike,
+    metrics: Sequence[str] = ("R@1", "R@10"),
+    title: str = "",
+) -> pathlib.Path:
+    """Recall against training steps, one line per training set; one panel per metric.
+
+    Args:
+        curves: dict. Line name -> points, each a dict with `step` and the
+            `metrics` (fractions in [0, 1]; drawn as %).
+        path: str or path-like. The `.png` file to write.
+        metrics: sequence of str. The point keys to draw, one panel each.
+        title: str. The figure's title.
+
+    Example:
+    ```python
+    points = [
+        {"step": 100, "R@1": 0.1, "R@10": 0.3},
+        {"step": 200, "R@1": 0.2, "R@10": 0.4},
+    ]
+    plot_recall_curves({"twitter": points}, "runs/recall_vs_steps.png")
+    ```
+    """
+    figure = _new_figure(figsize=(5 * len(metrics), 3.6), layout="constrained")
+    for i, metric in enumerate(metrics):
+        axes = figure.add_subplot(1, len(metrics), i + 1)
+        for name, points in curves.items():
+            steps = [p["step"] for p in points]
+            axes.plot(steps, [100 * p[metric] for p in points], marker="o", label=name)
+        axes.set_xlabel("optimizer steps")
+        axes.set_ylabel(f"{metric} (%)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    if title:
+        figure.suptitle(title)
+    return save_figure(figure, path)
+
+
 def _new_figure(**kwargs) -> Figure:
     """A figure on an Agg canvas, independent of pyplot's global state."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

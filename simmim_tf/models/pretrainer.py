@@ -11,7 +11,12 @@ import keras_hub
 import tensorflow as tf
 
 from simmim_tf.models.backbone import SimMIMBackbone
-from simmim_tf.pretraining.contrastive import ContrastiveLoss, sample_hard_negatives
+from simmim_tf.pretraining.contrastive import (
+    PAIR_IDS,
+    ContrastiveLoss,
+    positive_pairs,
+    sample_hard_negatives,
+)
 from simmim_tf.pretraining.masking import (
     MaskTokenLayer,
     PixelReconstructionHead,
@@ -150,8 +155,11 @@ class SimMIMPretrainer(keras.Model):
             )
             image_embedding = image["image_unimodal_embedding"]
             text_embedding = text["text_unimodal_embedding"]
+            pair_ids = inputs.get(PAIR_IDS)
             if weights["itc"]:
-                losses["itc"] = self.contrastive(image_embedding, text_embedding)
+                losses["itc"] = self.contrastive(
+                    image_embedding, text_embedding, pair_ids=pair_ids
+                )
             if weights["itm"]:
                 losses["itm"] = self.matching_loss(
                     image["image_cell_states"],
@@ -159,6 +167,7 @@ class SimMIMPretrainer(keras.Model):
                     mask,
                     image_embedding,
                     text_embedding,
+                    pair_ids,
                 )
         return losses
 
@@ -186,19 +195,25 @@ class SimMIMPretrainer(keras.Model):
             fused["text_graph_embedding"],
         )
 
-    def matching_loss(self, image_states, text_states, mask, image_emb, text_emb):
+    def matching_loss(
+        self, image_states, text_states, mask, image_emb, text_emb, pair_ids=None
+    ):
         similarity = self.contrastive.similarity(image_emb, text_emb)  # [B, B]
-        negative_texts = sample_hard_negatives(similarity)
-        negative_images = sample_hard_negatives(tf.transpose(similarity))
-        positives = tf.range(tf.shape(similarity)[0])
-        image_index = tf.concat([positives, positives, negative_images], 0)
-        text_index = tf.concat([positives, negative_texts, positives], 0)
+        batch = tf.shape(similarity)[0]
+        positives = positive_pairs(batch, pair_ids)
+        negative_texts = sample_hard_negatives(similarity, positives)
+        negative_images = sample_hard_negatives(tf.transpose(similarity), positives)
+        aligned = tf.range(batch)
+        image_index = tf.concat([aligned, aligned, negative_images], 0)
+        text_index = tf.concat([aligned, negative_texts, aligned], 0)
         logits = self.matching_logits(
             tf.gather(image_states, image_index),
             tf.gather(text_states, text_index),
             tf.gather(mask, text_index),
         )
-        labels = tf.cast(tf.equal(image_index, text_index), tf.int32)  # [3B]
+        # A pair matches when its image and text are of one emoji.
+        matches = tf.gather_nd(positives, tf.stack([image_index, text_index], axis=1))
+        labels = tf.cast(matches, tf.int32)  # [3B]
         return tf.reduce_mean(
             keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
         )

@@ -7,6 +7,10 @@ import math
 import keras
 import tensorflow as tf
 
+# The optional model input that names each example's pair: examples with
+# equal ids are positives of each other in the contrastive losses.
+PAIR_IDS = "pair_ids"
+
 
 @keras.saving.register_keras_serializable(package="simmim_tf")
 class ContrastiveLoss(keras.layers.Layer):
@@ -14,7 +18,10 @@ class ContrastiveLoss(keras.layers.Layer):
 
     Embeddings are L2-normalised; `logits = cos(image_i, text_j) / T`; the loss
     is the mean of cross-entropy image->text and text->image with the matching
-    pair as the target. The temperature T is learnable, stored as
+    pair as the target. With `pair_ids`, every pair with the same id is a
+    positive (multi-positive InfoNCE, as in SupCon): the target of row i is
+    spread evenly over them, so one emoji drawn by two artists in a batch is
+    never pushed away from its own text. The temperature T is learnable, stored as
     `log(1 / T)`, initialised at `initial_temperature` (0.07, as in CLIP) and
     clipped so that 1/T stays <= 100.
 
@@ -24,6 +31,7 @@ class ContrastiveLoss(keras.layers.Layer):
     Example:
     ```python
     loss = ContrastiveLoss()(image_embeddings, text_embeddings)
+    loss = ContrastiveLoss()(image_embeddings, text_embeddings, pair_ids=emoji_ids)
     ```
     """
 
@@ -48,11 +56,14 @@ class ContrastiveLoss(keras.layers.Layer):
         """1 / T, clipped at 100 as in CLIP."""
         return tf.exp(tf.minimum(self.log_inverse_temperature, math.log(100.0)))
 
-    def call(self, image_embeddings, text_embeddings):
+    def call(self, image_embeddings, text_embeddings, pair_ids=None):
         logits = self.similarity(image_embeddings, text_embeddings)
-        targets = tf.range(tf.shape(logits)[0])
-        image_to_text = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
-        text_to_image = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        positives = positive_pairs(tf.shape(logits)[0], pair_ids)
+        targets = tf.cast(positives, logits.dtype)
+        targets /= tf.reduce_sum(targets, axis=1, keepdims=True)
+        # The positives are symmetric, so one target matrix serves both ways.
+        image_to_text = tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+        text_to_image = tf.nn.softmax_cross_entropy_with_logits(
             targets, tf.transpose(logits)
         )
         return 0.5 * (tf.reduce_mean(image_to_text) + tf.reduce_mean(text_to_image))
@@ -63,16 +74,34 @@ class ContrastiveLoss(keras.layers.Layer):
         return config
 
 
-def sample_hard_negatives(similarity: tf.Tensor, seed: int | None = None) -> tf.Tensor:
+def positive_pairs(batch_size, pair_ids=None) -> tf.Tensor:
+    """bool `[batch, batch]`: whether example i and example j are a positive pair.
+
+    Without `pair_ids` only the diagonal (each image with its own text);
+    with them, every two examples whose ids are equal.
+    """
+    if pair_ids is None:
+        return tf.eye(batch_size, dtype=tf.bool)
+    pair_ids = tf.reshape(pair_ids, [-1])
+    return tf.equal(pair_ids[:, None], pair_ids[None, :])
+
+
+def sample_hard_negatives(
+    similarity: tf.Tensor, positives: tf.Tensor | None = None, seed: int | None = None
+) -> tf.Tensor:
     """For each row, draw a negative column index, harder ones more likely.
 
     ALBEF's recipe: sample from `softmax(similarity)` over the row with the
-    matching (diagonal) entry removed, so the negative is never the positive
-    and similar-looking mistakes are picked most often.
+    positive entries removed, so the negative is never a positive and
+    similar-looking mistakes are picked most often. A row whose columns are
+    all positives (every example of the batch is one emoji) draws any column
+    but its own; the caller labels such a pair by its ids.
 
     Args:
         similarity: `[batch, batch]` scores of row i against column j; the
             diagonal holds the positive pairs. Needs batch >= 2.
+        positives: bool `[batch, batch]` or None. The positive pairs
+            (`positive_pairs`); None means the diagonal.
         seed: int. Optional op seed.
 
     Returns:
@@ -84,5 +113,9 @@ def sample_hard_negatives(similarity: tf.Tensor, seed: int | None = None) -> tf.
         batch, 2, message="Hard negatives need a batch of at least 2 pairs."
     )
     diagonal = tf.eye(batch, dtype=tf.bool)
-    logits = tf.where(diagonal, tf.fill(tf.shape(similarity), -1e9), similarity)
+    if positives is None:
+        positives = diagonal
+    only_positives = tf.reduce_all(positives, axis=1, keepdims=True)
+    excluded = tf.where(only_positives, diagonal, positives)
+    logits = tf.where(excluded, tf.fill(tf.shape(similarity), -1e9), similarity)
     return tf.cast(tf.random.categorical(logits, 1, seed=seed)[:, 0], tf.int32)

@@ -23,8 +23,10 @@ DEFAULT_CONFIG: dict = {
     "data": {
         "manual_dir": None,  # None: the bundled sample
         "data_dir": None,
-        "train_vendor": "twitter",
-        "test_vendor": "google",
+        # Artists (`simmim_tf.data.artists.ARTISTS`) drawn for training, and
+        # the unseen one tested on; never train on the test artist's art.
+        "train_artists": ["twitter"],
+        "test_artist": "google",
         "held_out_fraction": 0.2,
         # Which concepts are held out: one split for pre-training and every
         # fine-tuning seed, so no stage trains on another's held-out concepts.

@@ -1,9 +1,9 @@
 """The data of a run: the concept split of the artists, and batches of model inputs.
 
-Protocol: train on one artist's drawings of the *seen* concepts (80 % of the
-emoji, chosen by `concept_held_out`); validate on the same artist's held-out
-concepts; test on another artist: the whole gallery, and the held-out
-concepts alone (emoji never seen in training).
+Protocol: train on the training artists' drawings of the *seen* concepts
+(80 % of the emoji, chosen by `concept_held_out`, the same for every artist);
+validate on their held-out concepts; test on another artist: the whole
+gallery, and the held-out concepts alone (emoji never seen in training).
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import pathlib
 import tensorflow as tf
 
 from simmim_tf.data import EmojiTextConfig, emoji_text_builder
+from simmim_tf.data.artists import get_artist
 from simmim_tf.data.emoji_text import DEFAULT_VENDORS
 from simmim_tf.data.pipeline import make_dataset
 from simmim_tf.training.config import DEFAULT_CONFIG, load_config
 from simmim_tf.training.splits import split_by_concept
 
 # The data keys that decide which concepts a run trains on.
-SPLIT_KEYS = ("train_vendor", "held_out_fraction", "split_seed")
+SPLIT_KEYS = ("train_artists", "held_out_fraction", "split_seed")
 
 MIN_PAIRS = 2  # contrastive losses need at least 2 pairs in every batch
 
@@ -28,7 +29,11 @@ def load_splits(config: dict) -> tuple[dict[str, tf.data.Dataset], object]:
     """Feature-dict datasets `train`, `validation`, `test`, `test_held_out`, and
     the TFDS builder (its `info` names the classes)."""
     data = config["data"]
-    vendors = tuple(dict.fromkeys((data["train_vendor"], data["test_vendor"])))
+    train_artists = training_artists(data)
+    get_artist(data["test_artist"])
+    # A training artist may be tested on (evaluate's in-domain measurement);
+    # training refuses it (`check_unseen_test_artist`).
+    vendors = tuple(dict.fromkeys((*train_artists, data["test_artist"])))
     builder_config = (
         "base"
         if set(vendors) <= set(DEFAULT_VENDORS)
@@ -39,9 +44,9 @@ def load_splits(config: dict) -> tuple[dict[str, tf.data.Dataset], object]:
     )
     split = dict(fraction=data["held_out_fraction"], seed=data["split_seed"])
     train_seen, train_held_out = split_by_concept(
-        builder.as_dataset(split=data["train_vendor"]), **split
+        builder.as_dataset(split="+".join(train_artists)), **split
     )
-    test = builder.as_dataset(split=data["test_vendor"])
+    test = builder.as_dataset(split=data["test_artist"])
     _, test_held_out = split_by_concept(test, **split)
     splits = {
         "train": train_seen,
@@ -50,6 +55,45 @@ def load_splits(config: dict) -> tuple[dict[str, tf.data.Dataset], object]:
         "test_held_out": test_held_out,
     }
     return {name: ds.cache() for name, ds in splits.items()}, builder
+
+
+def training_artists(data: dict) -> tuple[str, ...]:
+    """`data.train_artists` as a tuple, each once.
+
+    Raises:
+        TypeError: a string instead of a list.
+        ValueError: no artist, or an unknown one.
+    """
+    names = data["train_artists"]
+    if isinstance(names, str):
+        raise TypeError(f"data.train_artists must be a list of artists, not {names!r}.")
+    artists = tuple(dict.fromkeys(names))
+    if not artists:
+        raise ValueError("data.train_artists is empty: name at least one artist.")
+    for name in artists:
+        get_artist(name)
+    return artists
+
+
+def check_unseen_test_artist(data: dict) -> None:
+    """Refuses to train on the test artist's art: the test must be unseen.
+
+    Raises:
+        ValueError: the test artist, or an earlier design of it (Noto v1 is
+            Google's), among `data.train_artists`.
+    """
+    test_artist = data["test_artist"]
+    for name in training_artists(data):
+        if name == test_artist:
+            raise ValueError(
+                f"data.train_artists includes the test artist {test_artist!r}: "
+                "the test must be an artist the model never saw."
+            )
+        if get_artist(name).earlier_art_of == test_artist:
+            raise ValueError(
+                f"data.train_artists includes {name!r}, {test_artist}'s earlier "
+                f"design: a model tested on {test_artist} must not train on it."
+            )
 
 
 def check_pretraining_split(config: dict) -> None:
@@ -92,6 +136,8 @@ def make_batches(
 ) -> tf.data.Dataset:
     """Batches of model inputs (and labels, with `label_key`), of known length.
 
+    With `contrastive`, the inputs carry `pair_ids` (the emoji class): the
+    same emoji drawn by several artists are positives of each other.
     Training drops a last, smaller batch when there is a full one: one batch
     shape means one traced training step (and a shuffle puts those examples
     in other batches next epoch). With `contrastive`, a batch of fewer than
@@ -99,7 +145,8 @@ def make_batches(
     Otherwise every example is kept: a gallery is scored whole.
     """
     batch_size = config["data"]["batch_size"]
-    full, rest = divmod(int(examples.reduce(0, lambda count, _: count + 1)), batch_size)
+    count = int(examples.reduce(0, lambda count, _: count + 1))
+    full, rest = divmod(count, batch_size)
     drop_remainder = training and full > 0
     batches = make_dataset(
         examples,
@@ -109,6 +156,10 @@ def make_batches(
         training=training,
         seed=config["seed"],
         drop_remainder=drop_remainder,
+        # A shuffle over every example: the artists arrive one after another,
+        # and a smaller buffer would fill early batches with the first ones.
+        shuffle_buffer=max(count, 1),
+        pair_key="label" if contrastive else None,
     )
     if drop_remainder:
         rest = 0

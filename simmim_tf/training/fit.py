@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 import time
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
@@ -48,6 +49,7 @@ def fit_model(
     validation: tf.data.Dataset,
     run_dir: pathlib.Path,
     monitor: str,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[dict[str, list[float]], float]:
     """Compile with AdamW on the section's schedule and `fit`; resumable.
 
@@ -60,6 +62,7 @@ def fit_model(
         train, validation: batches from `make_batches`.
         run_dir: path. The run folder.
         monitor: str. The metric checkpoints and early stopping watch.
+        callbacks: sequence of Keras callbacks, run after the standard ones.
 
     Returns:
         The history (metric name -> per-epoch floats) and the seconds `fit` took.
@@ -68,6 +71,7 @@ def fit_model(
         batch = next(iter(train))
         model(batch[0] if isinstance(batch, tuple) else batch)
     rate = learning_rate(settings, steps_per_epoch=int(train.cardinality()))
+    extra_callbacks = list(callbacks)
     callbacks = standard_callbacks(
         run_dir,
         monitor=monitor,
@@ -85,7 +89,7 @@ def fit_model(
         validation_data=validation,
         epochs=settings["epochs"],
         shuffle=False,  # the pipeline shuffles, seeded
-        callbacks=callbacks,
+        callbacks=callbacks + extra_callbacks,
     )
     seconds = time.perf_counter() - start
     # Every epoch, those before a resume too (fit's own history has only the
