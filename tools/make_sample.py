@@ -66,7 +66,7 @@ from simmim_tf.data.emoji_text import (
     is_dataset_emoji,
     read_emojibase,
 )
-from simmim_tf.data.tarballs import read_tar_members
+from simmim_tf.data.tarballs import npm_file_stem, read_tar_members
 
 # The sample must hold the default config's vendors: it is the default data.
 SAMPLE_VENDORS = DEFAULT_VENDORS
@@ -386,9 +386,7 @@ def write_svg_artists(out: pathlib.Path, source: pathlib.Path, svg_artwork: dict
         for licence in ("package/LICENSE", "package/LICENSE.txt"):
             if licence in files:
                 (
-                    out
-                    / "LICENSES"
-                    / f"{artist.package.lstrip('@').replace('/', '-')}-LICENSE"
+                    out / "LICENSES" / f"{npm_file_stem(artist.package)}-LICENSE"
                 ).write_bytes(files[licence])
         print(f"wrote {path.name}: {len(drawings)} drawings")
         total += path.stat().st_size

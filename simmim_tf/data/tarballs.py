@@ -7,6 +7,11 @@ import tarfile
 from collections.abc import Callable
 
 
+def npm_file_stem(package: str) -> str:
+    """`package` as `npm pack` spells it in file names: no `@`, `/` as `-`."""
+    return package.lstrip("@").replace("/", "-")
+
+
 def npm_tarball_name(package: str, version: str) -> str:
     """The file `npm pack package@version` writes.
 
@@ -18,7 +23,7 @@ def npm_tarball_name(package: str, version: str) -> str:
     )
     ```
     """
-    return f"{package.lstrip('@').replace('/', '-')}-{version}.tgz"
+    return f"{npm_file_stem(package)}-{version}.tgz"
 
 
 def read_tar_members(
