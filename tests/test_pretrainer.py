@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import simmim_tf
-from simmim_tf.models.gallery_index import GalleryIndex
+from simmim_tf.models.gallery_index import GalleryIndex, top_k_by_similarity
 from simmim_tf.models.pretrainer import SimMIMPretrainer
 from simmim_tf.models.pretrainer_preprocessor import SimMIMPretrainerPreprocessor
 from simmim_tf.models.retriever import SimMIMRetriever
@@ -240,6 +240,30 @@ def test_retriever_search_reranks_only_the_top_k(preprocessor, pairs):
     np.testing.assert_array_equal(backwards["indices"], np.argsort(-cosine.T, axis=1))
     with pytest.raises(ValueError, match="both images"):
         retriever.search(images, images)
+
+
+def test_exact_search_matches_a_full_sort_block_by_block():
+    rng = np.random.default_rng(0)
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    items = unit(rng.normal(size=(300, 8)))
+    items[7] = items[3]  # a tie: the lower index comes first
+    queries = unit(rng.normal(size=(2 * 64 + 1, 8)))
+    queries[0] = items[3]
+    scores, indices = top_k_by_similarity(queries, items, 10, block=64)
+    reference = queries.astype(np.float64) @ items.T.astype(np.float64)
+    expected = np.argsort(-reference, axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(indices, expected)
+    np.testing.assert_allclose(
+        scores, np.take_along_axis(reference, expected, axis=1), rtol=1e-5
+    )
+    assert list(indices[0, :2]) == [3, 7]
+    # More results asked than items: all of them, ranked.
+    assert top_k_by_similarity(queries[:2], items[:4], 10)[1].shape == (2, 4)
+    with pytest.raises(ValueError, match="must be > 0"):
+        top_k_by_similarity(queries, items, 0)
 
 
 def test_gallery_index_round_trips_and_refuses_foreign_files(

@@ -9,12 +9,54 @@ import pathlib
 import zipfile
 
 import numpy as np
+import tensorflow as tf
 
 from simmim_tf.atomic import atomic_write_bytes
 from simmim_tf.models.inputs import MODALITIES
 
 # Stored in the .npz beside the arrays; a file of another layout is refused.
 FORMAT_VERSION = 1
+# Queries scored at once by `top_k_by_similarity`: memory is this many x N scores.
+QUERY_BLOCK = 1024
+
+
+def top_k_by_similarity(
+    queries: np.ndarray, items: np.ndarray, k: int, block: int = QUERY_BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact search: each query's `k` items of largest dot product, best first.
+
+    With L2-normalised embeddings the dot product is the cosine. Queries are
+    scored `block` at a time in float32 (one matmul and one `tf.math.top_k`
+    per block), so memory grows with `block x len(items)`, never with
+    `len(queries) x len(items)`, and no full sort is done. Equal scores keep
+    the lower item index first.
+
+    Args:
+        queries: float `[Q, d]`.
+        items: float `[N, d]`.
+        k: int. Results per query; at most N are returned.
+        block: int. Queries per matmul.
+
+    Returns:
+        `scores` float32 `[Q, min(k, N)]` and `indices` int `[Q, min(k, N)]`.
+
+    Example:
+    ```python
+    scores, indices = top_k_by_similarity(text_embeddings, image_embeddings, 10)
+    ```
+    """
+    if k <= 0 or block <= 0:
+        raise ValueError(f"k={k} and block={block} must be > 0.")
+    items = tf.constant(items, tf.float32)
+    depth = min(k, int(items.shape[0]))
+    scores = np.zeros((len(queries), depth), np.float32)
+    indices = np.zeros((len(queries), depth), np.int64)
+    for start in range(0, len(queries), block):
+        chunk = tf.constant(queries[start : start + block], tf.float32)
+        top = tf.math.top_k(tf.matmul(chunk, items, transpose_b=True), depth)
+        scores[start : start + block] = top.values.numpy()
+        indices[start : start + block] = top.indices.numpy()
+    return scores, indices
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from simmim_tf.models.backbone import SimMIMBackbone
-from simmim_tf.models.gallery_index import GalleryIndex
+from simmim_tf.models.gallery_index import GalleryIndex, top_k_by_similarity
 from simmim_tf.models.inputs import MODALITIES, RefusesEmptyPredict
 from simmim_tf.models.pretrainer import SimMIMPretrainer
 
@@ -174,7 +174,8 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
     ) -> dict[str, np.ndarray]:
         """The top `k` gallery items of each query, best first.
 
-        The dual encoder ranks the whole gallery by cosine; with
+        The dual encoder ranks the whole gallery by cosine, exactly
+        (`top_k_by_similarity`: blocks of queries, float32, no full sort); with
         `rerank_k > 0` each query's first `rerank_k` candidates are re-scored
         by ITC logit (cosine / T) plus the graph's ITM log-odds, computed on
         the query and the candidate together, and re-ordered; the rest keep
@@ -200,10 +201,9 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
         if k <= 0 or rerank_k < 0:
             raise ValueError(f"k={k} must be > 0 and rerank_k={rerank_k} >= 0.")
         depth = min(max(k, rerank_k), len(gallery))
-        cosine = queries.embeddings @ gallery.embeddings.T  # [Q, N]
-        top = np.argsort(-cosine, axis=1, kind="stable")[:, :depth]
+        cosine, top = top_k_by_similarity(queries.embeddings, gallery.embeddings, depth)
         inverse_temperature = float(self.objectives.contrastive.inverse_temperature())
-        scores = inverse_temperature * np.take_along_axis(cosine, top, axis=1)
+        scores = inverse_temperature * cosine
         reranked = np.zeros(top.shape, bool)
         rerank_k = min(rerank_k, depth)
         if rerank_k:
