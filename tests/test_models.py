@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import simmim_tf
+from simmim_tf.encoders import build_text_encoder
 from simmim_tf.models.retriever import SimMIMRetriever
 from tests.conftest import tiny_backbone
 
@@ -161,15 +162,21 @@ def test_preset_folder_round_trip(tmp_path, preprocessor, raw_batch):
 
 def test_baseline_trains_and_round_trips(tmp_path, preprocessor, raw_batch):
     inputs = preprocessor(raw_batch)
+    text_encoder = build_text_encoder("tiny")
+    text_encoder.trainable = False
+    frozen = [w.numpy() for w in text_encoder.weights]
     baseline = simmim_tf.LateFusionBaseline(
         num_classes=3,
-        vocabulary_size=30522,
+        text_encoder=text_encoder,
         image_shape=(16, 16, 3),
         conv_filters=(8, 16),
     )
     baseline.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = baseline.fit(inputs, np.array([0, 1, 2, 0]), epochs=5, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
+    # The text encoder stays frozen: only the CNN and the head learn.
+    for before, after in zip(frozen, text_encoder.weights, strict=True):
+        np.testing.assert_array_equal(before, after.numpy())
     baseline.save(tmp_path / "baseline.keras")
     restored = keras.models.load_model(tmp_path / "baseline.keras")
     np.testing.assert_allclose(
@@ -177,6 +184,19 @@ def test_baseline_trains_and_round_trips(tmp_path, preprocessor, raw_batch):
         baseline.predict(inputs, verbose=0),
         atol=1e-6,
     )
+    # Its text features are the encoder's states averaged over real tokens:
+    # padding more tokens changes nothing.
+    padded = {
+        key: np.pad(np.asarray(value), ((0, 0), (0, 4))) if key != "images" else value
+        for key, value in inputs.items()
+    }
+    np.testing.assert_allclose(
+        baseline.predict(padded, verbose=0),
+        baseline.predict(inputs, verbose=0),
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="text branch needs a `text_encoder`"):
+        simmim_tf.LateFusionBaseline(num_classes=3)
 
 
 def test_classifier_validates_num_classes(backbone):
@@ -210,7 +230,7 @@ def test_predict_on_zero_examples_is_a_clear_error(task, preprocessor):
             backbone=tiny_backbone(), num_classes=5, preprocessor=preprocessor
         ),
         "baseline": lambda: simmim_tf.LateFusionBaseline(
-            num_classes=5, vocabulary_size=100
+            num_classes=5, text_encoder=build_text_encoder("tiny")
         ),
         "retriever": lambda: SimMIMRetriever(tiny_backbone()),
     }

@@ -9,7 +9,13 @@ from simmim_tf.encoders.image import build_image_encoder, feature_grid
 from simmim_tf.encoders.text import build_text_encoder
 from simmim_tf.graph.encoder import MultimodalGraphEncoder
 from simmim_tf.graph.fusion import SqrtTwoFusion
-from simmim_tf.models.inputs import MODALITIES, check_modalities, model_inputs
+from simmim_tf.models.inputs import (
+    MODALITIES,
+    check_modalities,
+    encode_tokens,
+    mean_over_tokens,
+    model_inputs,
+)
 
 
 @keras.saving.register_keras_serializable(package="simmim_tf")
@@ -140,20 +146,11 @@ class SimMIMBackbone(keras_hub.models.Backbone):
 
     def _text_tower(self) -> keras.Model:
         inputs = model_inputs(None, modalities=("text",))
-        token_states = self.text_encoder(
-            {
-                "token_ids": inputs["token_ids"],
-                "segment_ids": keras.ops.zeros_like(inputs["token_ids"]),
-                "padding_mask": inputs["padding_mask"],
-            }
-        )["sequence_output"]
+        token_states = encode_tokens(
+            self.text_encoder, inputs["token_ids"], inputs["padding_mask"]
+        )
         states = self.text_projection(token_states)
-        mask = keras.ops.expand_dims(
-            keras.ops.cast(inputs["padding_mask"], states.dtype), -1
-        )
-        mean = keras.ops.sum(states * mask, axis=1) / keras.ops.maximum(
-            keras.ops.sum(mask, axis=1), 1.0
-        )
+        mean = mean_over_tokens(states, inputs["padding_mask"])
         outputs = {"text_token_states": states, "text_unimodal_embedding": mean}
         return keras.Model(inputs, outputs, name="text_tower")
 

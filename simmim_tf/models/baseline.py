@@ -1,12 +1,14 @@
 """`LateFusionBaseline`: the comparison model without a graph.
 
-A small CNN over the image and an LSTM over the tokens, their features simply
-concatenated and classified: no pretrained encoders, no graph. With
-`modalities=("image",)` it is a plain CNN classifier.
+A small CNN over the image (trained from scratch, as SimMIM's ResNet is) and
+the same frozen text encoder SimMIM uses (MiniLM-L6 by default), mean-pooled
+over the real tokens; the two feature vectors are concatenated and classified.
+No graph, no pretraining: only the fusion differs from SimMIM, not the text
+encoder. With `modalities=("image",)` it is a plain CNN classifier.
 
 It is a classifier only: docs/results.md reports it in the classification table
-(image+text) and the demo as its image-only CNN row; the retrieval tables have no
-baseline row.
+and the demo as its image-only CNN row; the retrieval tables have no baseline
+row.
 """
 
 from __future__ import annotations
@@ -14,23 +16,29 @@ from __future__ import annotations
 import keras
 
 from simmim_tf.models.classifier import ClassifierDefaults
-from simmim_tf.models.inputs import MODALITIES, check_modalities, model_inputs
+from simmim_tf.models.inputs import (
+    MODALITIES,
+    check_modalities,
+    encode_tokens,
+    mean_over_tokens,
+    model_inputs,
+)
 
 
 @keras.saving.register_keras_serializable(package="simmim_tf")
 class LateFusionBaseline(ClassifierDefaults, keras.Model):
-    """CNN image features + LSTM text features -> concatenation -> dense head.
+    """CNN image features + mean-pooled text-encoder states -> concatenation -> head.
 
     Takes the same inputs as `SimMIMBackbone` (what `SimMIMPreprocessor`
     produces), so both train on one pipeline.
 
     Args:
         num_classes: int. Number of classes.
-        vocabulary_size: int. Token id range of the text input.
+        text_encoder: keras-hub `BertBackbone` or None. The text branch's
+            encoder (frozen unless its `trainable` is set); needed with the
+            text modality.
         image_shape: tuple of 3 ints. Input image shape.
         conv_filters: tuple of int. Filters of the CNN's conv blocks.
-        embedding_dim: int. Token embedding width.
-        lstm_units: int. LSTM width.
         hidden_dim: int. Width of the fused dense layer.
         dropout: float. Dropout before the output layer.
         modalities: tuple of str. `("image", "text")`, `("image",)` or
@@ -38,7 +46,7 @@ class LateFusionBaseline(ClassifierDefaults, keras.Model):
 
     Example:
     ```python
-    baseline = LateFusionBaseline(num_classes=10, vocabulary_size=30522,
+    baseline = LateFusionBaseline(num_classes=10, text_encoder=build_text_encoder(),
                                   image_shape=(64, 64, 3))
     baseline.compile("adam", "sparse_categorical_crossentropy")
     ```
@@ -47,17 +55,20 @@ class LateFusionBaseline(ClassifierDefaults, keras.Model):
     def __init__(
         self,
         num_classes: int,
-        vocabulary_size: int,
+        text_encoder: keras.Model | None = None,
         image_shape: tuple[int, int, int] = (64, 64, 3),
         conv_filters: tuple[int, ...] = (32, 64, 128),
-        embedding_dim: int = 64,
-        lstm_units: int = 64,
         hidden_dim: int = 128,
         dropout: float = 0.2,
         modalities: tuple[str, ...] = MODALITIES,
         **kwargs,
     ):
         modalities = check_modalities(modalities)
+        if "text" in modalities and text_encoder is None:
+            raise ValueError(
+                "LateFusionBaseline's text branch needs a `text_encoder` (e.g. "
+                "`build_text_encoder()`); pass modalities=('image',) for a CNN."
+            )
         inputs = model_inputs(image_shape, modalities)
         features = []
         if "image" in modalities:
@@ -68,11 +79,10 @@ class LateFusionBaseline(ClassifierDefaults, keras.Model):
                 x = keras.layers.MaxPooling2D()(x)
             features.append(keras.layers.GlobalAveragePooling2D()(x))
         if "text" in modalities:
-            embedded = keras.layers.Embedding(vocabulary_size, embedding_dim)(
-                inputs["token_ids"]
+            states = encode_tokens(
+                text_encoder, inputs["token_ids"], inputs["padding_mask"]
             )
-            mask = keras.ops.cast(inputs["padding_mask"], "bool")
-            features.append(keras.layers.LSTM(lstm_units)(embedded, mask=mask))
+            features.append(mean_over_tokens(states, inputs["padding_mask"]))
         fused = keras.layers.Concatenate()(features) if len(features) > 1 else features[0]
         fused = keras.layers.Dense(hidden_dim, activation="relu")(fused)
         fused = keras.layers.Dropout(dropout)(fused)
@@ -83,11 +93,9 @@ class LateFusionBaseline(ClassifierDefaults, keras.Model):
             **kwargs,
         )
         self.num_classes = num_classes
-        self.vocabulary_size = vocabulary_size
+        self.text_encoder = text_encoder if "text" in modalities else None
         self.image_shape = tuple(image_shape)
         self.conv_filters = tuple(conv_filters)
-        self.embedding_dim = embedding_dim
-        self.lstm_units = lstm_units
         self.hidden_dim = hidden_dim
         self.dropout = dropout
         self.modalities = modalities
@@ -97,11 +105,13 @@ class LateFusionBaseline(ClassifierDefaults, keras.Model):
             "name": self.name,
             "trainable": self.trainable,
             "num_classes": self.num_classes,
-            "vocabulary_size": self.vocabulary_size,
+            "text_encoder": (
+                keras.layers.serialize(self.text_encoder)
+                if self.text_encoder is not None
+                else None
+            ),
             "image_shape": self.image_shape,
             "conv_filters": self.conv_filters,
-            "embedding_dim": self.embedding_dim,
-            "lstm_units": self.lstm_units,
             "hidden_dim": self.hidden_dim,
             "dropout": self.dropout,
             "modalities": self.modalities,
@@ -109,4 +119,7 @@ class LateFusionBaseline(ClassifierDefaults, keras.Model):
 
     @classmethod
     def from_config(cls, config: dict) -> LateFusionBaseline:
+        config = dict(config)
+        if config.get("text_encoder") is not None:
+            config["text_encoder"] = keras.layers.deserialize(config["text_encoder"])
         return cls(**config)

@@ -18,6 +18,25 @@ def check_modalities(modalities) -> tuple[str, ...]:
     return modalities
 
 
+def encode_tokens(text_encoder: keras.Model, token_ids, padding_mask):
+    """A keras-hub `BertBackbone`'s token states `[B, L, H]` (one segment)."""
+    return text_encoder(
+        {
+            "token_ids": token_ids,
+            "segment_ids": keras.ops.zeros_like(token_ids),
+            "padding_mask": padding_mask,
+        }
+    )["sequence_output"]
+
+
+def mean_over_tokens(states, padding_mask):
+    """The mean of `states` `[B, L, H]` over the real (unpadded) tokens: `[B, H]`."""
+    mask = keras.ops.expand_dims(keras.ops.cast(padding_mask, states.dtype), -1)
+    return keras.ops.sum(states * mask, axis=1) / keras.ops.maximum(
+        keras.ops.sum(mask, axis=1), 1.0
+    )
+
+
 def model_inputs(
     image_shape: tuple[int, int, int] | None,
     modalities: tuple[str, ...] = MODALITIES,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from simmim_tf.encoders import build_tokenizer
+from simmim_tf.encoders import build_text_encoder, build_tokenizer
 from simmim_tf.models.backbone import SimMIMBackbone
 from simmim_tf.models.baseline import LateFusionBaseline
 from simmim_tf.models.classifier import SimMIMClassifier
@@ -93,9 +93,16 @@ def build_task_model(config: dict, num_classes: int | None = None) -> keras.Mode
             modalities=task_modalities(config),
         )
     image_size = config["data"]["image_size"]
+    modalities = task_modalities(config)
+    text_encoder = None
+    if "text" in modalities:
+        # The same text tower as SimMIM's, frozen the same way: the comparison
+        # measures the fusion, not the text encoder.
+        text_encoder = build_text_encoder(config["model"]["text_encoder"])
+        text_encoder.trainable = bool(config["model"]["train_text_encoder"])
     return LateFusionBaseline(
         num_classes=num_classes,
-        vocabulary_size=build_tokenizer().vocabulary_size(),
+        text_encoder=text_encoder,
         image_shape=(image_size, image_size, 3),
-        modalities=task_modalities(config),
+        modalities=modalities,
     )
