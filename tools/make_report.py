@@ -9,9 +9,11 @@ the same frozen text tower as SimMIM); SimMIM without graph
 rounds (K=0); SimMIM from scratch (also for as many epochs as pre-training
 plus fine-tuning, the compute-matched control); SimMIM pre-trained with MIM
 only, ITC only and all losses; dual-encoder retrieval vs graph re-ranking.
-Every run trains for its full epochs unless `--patience` is given. Runs go to
-`--runs-dir`; rerunning resumes unfinished runs and skips finished ones (use a
-fresh `--runs-dir` after changing any option: runs are cached by name only).
+Every run trains for its full epochs unless `--patience` is given; the
+baselines train for `--baseline-epochs` (their training accuracy flattens
+later than SimMIM's). Runs go to `--runs-dir`; rerunning resumes unfinished
+runs and reuses finished ones whose saved config is the one asked for (a
+finished run of another config is an error naming the keys that differ).
 """
 
 import argparse
@@ -24,6 +26,7 @@ import sys
 import time
 
 import numpy as np
+import yaml
 
 from simmim_tf import jobs
 from simmim_tf.atomic import atomic_write_bytes
@@ -35,7 +38,7 @@ from simmim_tf.evaluation.evaluate import (
 )
 from simmim_tf.evaluation.plots import plot_training_curves
 from simmim_tf.evaluation.report import write_results_markdown
-from simmim_tf.training.config import DEFAULT_CONFIG, default_config
+from simmim_tf.training.config import DEFAULT_CONFIG, default_config, load_config
 
 PRETRAIN_VARIANTS = {
     "MIM only": dict(mim_weight=1.0, mlm_weight=0.0, itc_weight=0.0, itm_weight=0.0),
@@ -61,6 +64,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--finetune-epochs", type=int, default=defaults["finetune"]["epochs"]
+    )
+    parser.add_argument(
+        "--baseline-epochs",
+        type=int,
+        default=3 * defaults["finetune"]["epochs"],
+        help="epochs of the LateFusionBaseline runs",
     )
     parser.add_argument(
         "--patience",
@@ -99,7 +108,7 @@ def main() -> None:
     def finetune(name, seed=0, **sections):
         cfg = config(name, seed, **sections)
         metrics_file = metrics_path(cfg["run_dir"], cfg)
-        if metrics_file.is_file():
+        if finished(cfg, metrics_file):
             runs_reused.append(name)
         else:
             jobs.run_finetune(cfg)
@@ -110,7 +119,7 @@ def main() -> None:
     def pretrain(name, weights):
         cfg = config(f"pretrain-{name}", pretrain=weights)
         backbone = pathlib.Path(cfg["run_dir"]) / "backbone"
-        if backbone.is_dir():
+        if finished(cfg, backbone):
             runs_reused.append(name)
         else:
             jobs.run_pretrain(cfg)
@@ -143,7 +152,7 @@ def main() -> None:
             for s in count
         ]
     classify = dict(task="classify", label="subgroup")
-    baseline = dict(task="baseline", label="subgroup")
+    baseline = dict(task="baseline", label="subgroup", epochs=args.baseline_epochs)
     image_only["LateFusionBaseline image only (a plain CNN)"] = [
         finetune("baseline-image", finetune=dict(baseline, modalities=["image"]))
     ]
@@ -208,19 +217,62 @@ def main() -> None:
         ],
         command=command,
         wall_seconds=time.perf_counter() - start,
-        wall_note=(
-            f"on {os.cpu_count()} CPU cores for {len(runs_made)} runs"
-            + (
-                f"; {len(runs_reused)} more were reused from an earlier "
-                f"invocation in {args.runs_dir}"
-                if runs_reused
-                else ""
-            )
-        ),
+        wall_note=wall_note(runs_made, runs_reused, args.runs_dir),
         notes=pathlib.Path(args.notes).read_text() if args.notes else "",
         images=figures,
     )
     print(f"wrote {args.out}")
+
+
+def wall_note(made: list, reused: list, runs_dir: str) -> str:
+    """What the wall time covers: the runs trained now and those read back."""
+    if not made:
+        return (
+            f"to read back {len(reused)} finished runs from {runs_dir}; none was "
+            "trained in this invocation (the notes give their cost)"
+        )
+    note = f"on {os.cpu_count()} CPU cores for {len(made)} runs"
+    if reused:
+        note += (
+            f"; {len(reused)} more were reused from an earlier invocation in {runs_dir}"
+        )
+    return note
+
+
+def finished(config: dict, output: pathlib.Path) -> bool:
+    """Whether the run of `config` has finished (`output` exists).
+
+    Raises:
+        ValueError: a finished run in that folder had another config; reusing
+            it would report the wrong run under this row's name.
+    """
+    if not output.exists():
+        return False
+    saved = load_config(
+        pathlib.Path(config["run_dir"]) / "config.yaml", defaults=DEFAULT_CONFIG
+    )
+    wanted = _dotted(yaml.safe_load(yaml.safe_dump(config)))
+    saved = _dotted(saved)
+    differ = sorted(
+        key for key in wanted.keys() | saved.keys() if wanted.get(key) != saved.get(key)
+    )
+    if differ:
+        raise ValueError(
+            f"{config['run_dir']} holds a finished run of another config "
+            f"({', '.join(differ)} differ); remove it or pass another --runs-dir."
+        )
+    return True
+
+
+def _dotted(config: dict, prefix: str = "") -> dict:
+    """`{"data.batch_size": 64, …}` from a nested config."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 FROM_SCRATCH = (
