@@ -12,6 +12,8 @@ from simmim_tf.atomic import atomic_write_bytes, atomic_write_text
 from simmim_tf.evaluation import plots
 from simmim_tf.evaluation.plots import plot_retrieval_grid, plot_training_curves
 from simmim_tf.evaluation.report import format_table, print_table, write_results_markdown
+from simmim_tf.training.config import default_config, save_config
+from tests.conftest import load_tool
 
 HISTORIES = {
     "SimMIM": {
@@ -297,3 +299,16 @@ def test_failed_atomic_write_keeps_old_file(tmp_path, monkeypatch, failure):
         monkeypatch.undo()
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["training_curves.png"]
+
+
+def test_the_report_reuses_a_finished_run_only_under_its_own_config(tmp_path):
+    make_report = load_tool("make_report")
+    config = default_config(run_dir=str(tmp_path / "run"))
+    marker = tmp_path / "run" / "metrics_google.json"
+    assert not make_report.finished(config, marker)  # nothing there yet
+    save_config(config, tmp_path / "run" / "config.yaml")
+    marker.write_text("{}")
+    assert make_report.finished(config, marker)
+    longer = default_config(run_dir=str(tmp_path / "run"), finetune=dict(epochs=60))
+    with pytest.raises(ValueError, match=r"another config \(finetune.epochs differ\)"):
+        make_report.finished(longer, marker)
