@@ -13,6 +13,9 @@ tokenizer (TF Text ops) run inside the graph, so a client needs only
 - classifier runs, `serving_default`: `image_bytes` string `[B]` and/or `text`
   string `[B]` (the run's modalities) -> `probabilities` `[B, C]`, `class_id`
   int64 `[B]`, `class_name` string `[B]`, `fused_embedding` `[B, d]`.
+- VQA runs, `serving_default`: `image_bytes` (a scene) and `text` (a
+  question) -> `probabilities` over the answers, `class_id`, `class_name`
+  (the answer).
 - retrieval runs: `embed_image` (`image_bytes`) and `embed_text` (`text`) ->
   `embedding` `[B, d]` (L2-normalised unimodal embeddings); `match`
   (`image_bytes`, `text`) -> `itm_probability` and `itc_score` `[B]`;
@@ -38,12 +41,18 @@ import tensorflow as tf
 import tensorflow_text
 
 from simmim_tf.atomic import atomic_write_text
+from simmim_tf.data.emoji_scenes import ANSWERS
 from simmim_tf.model_files import load_model_file
+from simmim_tf.models.classifier import SimMIMClassifier
+from simmim_tf.models.inputs import MODALITIES
 from simmim_tf.models.retriever import rerank_candidates
 from simmim_tf.training.config import DEFAULT_CONFIG, load_config
 from simmim_tf.training.data import load_splits
 from simmim_tf.training.tasks import build_preprocessor
 
+EXPORTED_TASKS = ("retrieve", "classify", "vqa")
+# Tasks whose model maps inputs to class logits (VQA: answers).
+CLASSIFYING_TASKS = ("classify", "vqa")
 MODELS_CONFIG = "models.config"
 # Where the tensorflow/serving container sees `savedmodels/` (see README).
 SERVING_ROOT = "/models"
@@ -104,14 +113,15 @@ def export_run(
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[keras.Model, dict]:
-    """A SimMIM finetune run's model and config (task `retrieve` or `classify`)."""
+    """A SimMIM finetune run's model and config (task `retrieve`, `classify` or
+    `vqa`)."""
     run_dir = pathlib.Path(run_dir)
     config = load_config(run_dir / "config.yaml", defaults=DEFAULT_CONFIG)
     task = config["finetune"]["task"]
-    if task not in ("retrieve", "classify"):
+    if task not in EXPORTED_TASKS:
         raise ValueError(
             f"{run_dir} is a {task!r} run; export takes SimMIM runs "
-            "(finetune.task retrieve or classify)."
+            f"(finetune.task one of {EXPORTED_TASKS})."
         )
     return load_model_file(run_dir / "model.keras"), config
 
@@ -199,17 +209,19 @@ _TEXT = tf.TensorSpec([None], tf.string, name="text")
 
 
 def classifier_module(model, config: dict) -> _ServingModule:
-    """A module whose `serving_default` classifies raw image bytes and/or text."""
+    """A module whose `serving_default` classifies raw image bytes and/or text.
+
+    A VQA model is a classifier of (scene, question) pairs whose classes are
+    the answers: `class_name` is the answer.
+    """
     module = _ServingModule(model, config)
-    label = config["finetune"]["label"]
-    class_names = load_splits(config)[1].info.features[label].names
-    module.class_names = tf.constant(class_names)
-    modalities = model.modalities
-    # The task is functional: its fused embedding is one more output to choose.
-    module.heads = keras.Model(
-        model.input,
-        {"logits": model.output, "fused_embedding": model.output_dropout.input},
-    )
+    module.class_names = tf.constant(class_names(config))
+    modalities = getattr(model, "modalities", MODALITIES)
+    outputs = {"logits": model.output}
+    if isinstance(model, SimMIMClassifier):
+        # The task is functional: its fused embedding is one more output.
+        outputs["fused_embedding"] = model.output_dropout.input
+    module.heads = keras.Model(model.input, outputs)
 
     def classify(inputs: dict) -> dict:
         if len(inputs) == 2:
@@ -226,8 +238,7 @@ def classifier_module(model, config: dict) -> _ServingModule:
             "probabilities": tf.nn.softmax(outputs["logits"], axis=-1),
             "class_id": class_id,
             "class_name": tf.gather(module.class_names, class_id),
-            "fused_embedding": outputs["fused_embedding"],
-        }
+        } | {key: outputs[key] for key in ("fused_embedding",) if key in outputs}
 
     specs = {}
     if "image" in modalities:
@@ -237,6 +248,14 @@ def classifier_module(model, config: dict) -> _ServingModule:
     serving_default = tf.function(classify, input_signature=[specs])
     module.serving_signatures = lambda: {"serving_default": serving_default}
     return module
+
+
+def class_names(config: dict) -> list[str]:
+    """The class names of a classifying run: the answers for scene questions,
+    else the names of `finetune.label`."""
+    if config["data"]["scenes"]:
+        return list(ANSWERS)
+    return load_splits(config)[1].info.features[config["finetune"]["label"]].names
 
 
 def retrieval_module(model, config: dict) -> _ServingModule:

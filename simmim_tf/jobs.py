@@ -28,6 +28,7 @@ from simmim_tf.training.data import (
     check_unseen_test_artist,
     load_splits,
     make_batches,
+    task_label,
 )
 from simmim_tf.training.fit import fit_model
 from simmim_tf.training.tasks import (
@@ -82,8 +83,7 @@ def run_finetune(
     splits, builder = load_splits(config)
     preprocessor = build_preprocessor(config)
     retrieval = config["finetune"]["task"] == "retrieve"
-    label = None if retrieval else config["finetune"]["label"]
-    num_classes = None if retrieval else builder.info.features[label].num_classes
+    label, num_classes = task_label(config, builder)
     model = build_task_model(config, num_classes)
     batches = dict(label_key=label, contrastive=retrieval)
     history, seconds = fit_model(

@@ -13,8 +13,8 @@ the model's image size (the app resizes; normalisation is inside);
 `token_ids` and `padding_mask` int32 `[1, L]`, from `vocab.txt` and
 `simmim_tf/reference_tokenizer.py` (TF Text's ops have no TFLite kernels).
 
-- classifier runs: `classifier_<variant>.tflite` -> `probabilities` `[1, C]`,
-  class names in `labels.txt`.
+- classifier and VQA runs: `classifier_<variant>.tflite` -> `probabilities`
+  `[1, C]`, class names (VQA: the answers) in `labels.txt`.
 - retrieval runs: `image_tower_<variant>.tflite` and
   `text_tower_<variant>.tflite` -> `embedding` `[1, d]` (L2-normalised
   unimodal embeddings), and the test artist's gallery as
@@ -50,7 +50,8 @@ import numpy as np
 import tensorflow as tf
 
 from simmim_tf.atomic import atomic_write_bytes, atomic_write_text
-from simmim_tf.export import load_run
+from simmim_tf.export import CLASSIFYING_TASKS, class_names, load_run
+from simmim_tf.models.inputs import MODALITIES
 from simmim_tf.training.data import load_splits
 from simmim_tf.training.tasks import build_preprocessor
 
@@ -94,7 +95,7 @@ def export_tflite(
     out.mkdir(parents=True, exist_ok=True)
     preprocessor = build_preprocessor(config)
     modules = phone_models(model, preprocessor, config["finetune"]["task"])
-    splits, builder = load_splits(config)
+    splits, _ = load_splits(config)
     calibration = calibration_inputs(preprocessor, splits["train"], calibration_examples)
     validation = phone_inputs(
         preprocess_first(preprocessor, splits["validation"], VERIFICATION_EXAMPLES),
@@ -102,7 +103,8 @@ def export_tflite(
     )
     files, refused = {}, {}
     # Functional models and layers only: SavedModel cannot trace a subclassed task.
-    owner = model if config["finetune"]["task"] == "classify" else model.backbone
+    classifying = config["finetune"]["task"] in CLASSIFYING_TASKS
+    owner = model if classifying else model.backbone
     for name, (function, specs) in modules.items():
         inputs = {spec.name: validation[spec.name] for spec in specs}
         expected = {
@@ -132,10 +134,8 @@ def export_tflite(
             }
     vocabulary = preprocessor.tokenizer.get_vocabulary()
     atomic_write_text(out / "vocab.txt", "\n".join(vocabulary) + "\n")
-    if config["finetune"]["task"] == "classify":
-        label = config["finetune"]["label"]
-        names = builder.info.features[label].names
-        atomic_write_text(out / "labels.txt", "\n".join(names) + "\n")
+    if classifying:
+        atomic_write_text(out / "labels.txt", "\n".join(class_names(config)) + "\n")
     else:
         from simmim_tf.recommend import gallery_index
 
@@ -187,11 +187,12 @@ def phone_models(model, preprocessor, task: str) -> dict[str, tuple]:
             "padding_mask": tf.cast(inputs["padding_mask"], tf.bool),
         }
 
-    if task == "classify":
+    if task in CLASSIFYING_TASKS:
+        modalities = getattr(model, "modalities", MODALITIES)
         specs = []
-        if "image" in model.modalities:
+        if "image" in modalities:
             specs.append(pixels)
-        if "text" in model.modalities:
+        if "text" in modalities:
             specs += [token_ids, padding_mask]
 
         def classify(inputs: dict) -> dict:

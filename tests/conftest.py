@@ -99,12 +99,17 @@ TINY_RUN = dict(
 )
 
 
-def export_run_folder(folder, model, **finetune) -> tuple:
+def export_run_folder(folder, model, data=None, **finetune) -> tuple:
     """Save `model` and its config as a tiny finetune run would (no training:
-    export and serving do not care how good the weights are)."""
+    export and serving do not care how good the weights are); `data` updates
+    the config's data section."""
     config = default_config(
         run_dir=str(folder),
-        data={**TINY_RUN["data"], "data_dir": str(folder.parent / "tfds")},
+        data={
+            **TINY_RUN["data"],
+            "data_dir": str(folder.parent / "tfds"),
+            **(data or {}),
+        },
         model=TINY_RUN["model"],
         finetune={**TINY_RUN["finetune"], **finetune},
     )

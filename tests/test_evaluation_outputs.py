@@ -312,3 +312,19 @@ def test_the_report_reuses_a_finished_run_only_under_its_own_config(tmp_path):
     longer = default_config(run_dir=str(tmp_path / "run"), finetune=dict(epochs=60))
     with pytest.raises(ValueError, match=r"another config \(finetune.epochs differ\)"):
         make_report.finished(longer, marker)
+
+
+def test_vqa_grid_draws_each_scene_and_refuses_missing_answers(tmp_path):
+    scenes = np.full((3, 32, 32, 3), 255, np.uint8)
+    questions = ["where is the cat?", "is there a dog?", "how many red heart?"]
+    path = plots.plot_vqa_grid(
+        scenes,
+        questions,
+        ["top left", "no", "2"],
+        ["top left", "yes", "2"],
+        tmp_path / "v.png",
+    )
+    assert Image.open(path).size[0] > 500
+    with pytest.raises(ValueError, match="as many questions and answers as scenes"):
+        plots.plot_vqa_grid(scenes, questions, ["no"], ["yes"], tmp_path / "w.png")
+    assert not (tmp_path / "w.png").exists()

@@ -20,7 +20,9 @@ from tensorflow_serving.config import model_server_config_pb2
 
 import simmim_tf
 from simmim_tf.cli import main
+from simmim_tf.data.emoji_scenes import ANSWERS
 from simmim_tf.export import export_run
+from simmim_tf.models.vqa import SimMIMVQA
 from simmim_tf.recommend import gallery_index
 from simmim_tf.training.data import load_splits
 from simmim_tf.training.tasks import build_preprocessor
@@ -225,6 +227,30 @@ assert not unknown, unknown
         "fused_embedding",
     ):
         assert documented in shown.stdout
+
+
+def test_vqa_export_answers_a_question_about_raw_scene_bytes(tmp_path):
+    rng = np.random.default_rng(0)
+    scenes = rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    image_bytes = np.array([tf.io.encode_png(scene).numpy() for scene in scenes])
+    questions = np.array(["where is the cat?", "how many red heart?", "is there a dog?"])
+    vqa = SimMIMVQA(tiny_backbone(), answers=ANSWERS)
+    folder, config = export_run_folder(
+        tmp_path / "vqa", vqa, data={"scenes": True}, task="vqa"
+    )
+    path = export_run(folder, "emoji-vqa", base=tmp_path / "savedmodels")
+    served = _serve(
+        path,
+        {"serving_default": {"image_bytes": image_bytes, "text": questions}},
+        tmp_path / "served.npz",
+    )
+    x = build_preprocessor(config)({"images": image_bytes, "texts": questions})
+    probabilities = tf.nn.softmax(vqa(x), -1).numpy()
+    np.testing.assert_allclose(
+        served["serving_default:probabilities"], probabilities, atol=1e-5
+    )
+    answers = [ANSWERS[i] for i in probabilities.argmax(-1)]
+    assert list(_strings(served["serving_default:class_name"])) == answers
 
 
 def test_a_truncated_model_file_is_named_as_such(retrieval_run, tmp_path):

@@ -1,4 +1,4 @@
-"""Every graph layer and the backbone follow a Keras dtype policy.
+"""Every layer, the backbone and the tasks follow a Keras dtype policy.
 
 As keras-hub's `run_precision_test`: each sublayer carries the policy it
 was given, variables are stored in the policy's variable dtype, outputs come
@@ -16,7 +16,14 @@ import tensorflow_gnn as tfgnn
 from simmim_tf.graph.build import build_multimodal_graph
 from simmim_tf.graph.encoder import MultimodalGraphEncoder
 from simmim_tf.graph.layers import GraphAttentionConv, GraphAttentionUpdate
-from tests.conftest import tiny_backbone
+from simmim_tf.models.backbone import SimMIMBackbone
+from simmim_tf.models.classifier import SimMIMClassifier
+from simmim_tf.models.pretrainer import SimMIMPretrainer
+from simmim_tf.models.pretrainer_preprocessor import SimMIMPretrainerPreprocessor
+from simmim_tf.models.retriever import SimMIMRetriever
+from simmim_tf.training.config import default_config
+from simmim_tf.training.tasks import build_task_model
+from tests.conftest import TINY_RUN, tiny_backbone
 
 # (policy, variable dtype, compute dtype, tolerance of normalised outputs)
 POLICIES = [
@@ -125,3 +132,153 @@ def test_graph_encoder_and_backbone_follow_the_policy(
             -1,
         )
         assert float(tf.reduce_min(cosine)) > 1 - tolerance, (key, cosine.numpy())
+
+
+def test_the_encoders_follow_the_backbone_policy_through_a_preset(tmp_path):
+    backbone = tiny_backbone(dtype="mixed_bfloat16")
+    whole = (backbone, backbone.image_encoder, backbone.text_encoder)
+    assert {layer.dtype_policy.name for layer in whole} == {"mixed_bfloat16"}
+    backbone.save_to_preset(str(tmp_path))
+
+    # As keras-hub: `from_preset(dtype=…)` chooses the policy, of every layer
+    # (the encoders' too); without it, Keras' global policy.
+    for dtype, policy in ((None, "float32"), ("mixed_bfloat16", "mixed_bfloat16")):
+        loaded = SimMIMBackbone.from_preset(str(tmp_path), dtype=dtype)
+        _assert_policy(loaded, policy, "float32")
+        for encoder in _encoders(loaded):
+            computing = [
+                sub
+                for sub in encoder._flatten_layers()
+                if not isinstance(sub, keras.layers.InputLayer)
+            ]
+            assert {sub.dtype_policy.name for sub in computing} == {policy}
+        for theirs, ours in zip(backbone.weights, loaded.weights, strict=True):
+            np.testing.assert_array_equal(theirs.numpy(), ours.numpy())
+
+
+def test_a_mixed_precision_task_keeps_its_policy_through_a_keras_file(tmp_path):
+    retriever = SimMIMRetriever(tiny_backbone(dtype="mixed_bfloat16"))
+    retriever.build()
+    retriever.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    backbone = loaded.backbone
+    layers = (loaded, backbone, backbone.image_encoder, backbone.text_encoder)
+    assert {layer.dtype_policy.name for layer in layers} == {"mixed_bfloat16"}
+    assert loaded.objectives.contrastive.dtype_policy.name == "float32"
+
+
+def _retrieval_pairs(preprocessor, count=8):
+    rng = np.random.default_rng(2)
+    return preprocessor(
+        {
+            "images": rng.integers(0, 256, size=(count, 16, 16, 3), dtype=np.uint8),
+            "texts": np.array([f"thing number {word}" for word in "abcdefgh"[:count]]),
+        }
+    )
+
+
+def _task(name: str, dtype: str):
+    """A tiny task model whose weights are all the same for every `dtype`."""
+    backbone = tiny_backbone(dtype=dtype)
+    if name == "pretrainer":  # ITM off: its negatives are sampled at random
+        return SimMIMPretrainer(backbone, itm_weight=0.0)
+    if name == "retriever":
+        return SimMIMRetriever(backbone, itm_weight=0.0)
+    return SimMIMClassifier(backbone, num_classes=3)
+
+
+@pytest.mark.parametrize("task", ["pretrainer", "retriever", "classifier"])
+def test_tasks_train_in_mixed_bfloat16_as_in_float32(
+    task, preprocessor, pretraining_inputs
+):
+    """From the same weights, the mixed_bfloat16 loss is within 2 % of float32's
+    and its gradient points the same way (cosine > 0.99); its losses and
+    variables are float32, and `fit` lowers its loss."""
+    if task == "pretrainer":
+        x, y = pretraining_inputs, None
+    else:
+        x = _retrieval_pairs(preprocessor)
+        y = np.array([0, 1, 2, 0, 1, 2, 0, 1]) if task == "classifier" else None
+    models = {dtype: _task(task, dtype) for dtype in ("float32", "mixed_bfloat16")}
+    for model in models.values():
+        model(x)
+        model.compile(optimizer=keras.optimizers.SGD(0.05))
+    model = models["mixed_bfloat16"]
+    _copy_weights(models["float32"], model)
+    assert {w.dtype for w in model.weights} == {"float32"}
+    (loss, gradient), (reference_loss, reference_gradient) = (
+        _loss_and_gradient(models[dtype], x, y) for dtype in ("mixed_bfloat16", "float32")
+    )
+    assert loss.dtype == "float32"
+    assert float(loss) == pytest.approx(float(reference_loss), rel=2e-2)
+    cosine = tf.reduce_sum(
+        tf.math.l2_normalize(gradient, 0) * tf.math.l2_normalize(reference_gradient, 0)
+    )
+    assert float(cosine) > 0.99
+    if task == "classifier":
+        assert model(x).dtype == "float32"  # logits for an exact softmax
+    model.fit(x, y, batch_size=8, epochs=10, verbose=0, shuffle=False)
+    assert float(_loss_and_gradient(model, x, y)[0]) < 0.9 * float(loss)
+
+
+def _loss_and_gradient(model, x, y):
+    """The loss without dropout, and its gradient as one flat vector."""
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x, y, model(x, training=False), training=False)
+    gradients = tape.gradient(loss, model.trainable_variables)
+    flat = [tf.reshape(g, [-1]) for g in gradients if g is not None]
+    return loss, tf.cast(tf.concat(flat, 0), tf.float32)
+
+
+@pytest.fixture
+def pretraining_inputs(tokenizer):
+    preprocessor = SimMIMPretrainerPreprocessor(
+        tokenizer=tokenizer, image_size=(16, 16), sequence_length=12, mask_patch_size=4
+    )
+    keras.utils.set_random_seed(0)
+    return {
+        key: keras.ops.convert_to_numpy(value)
+        for key, value in _retrieval_pairs(preprocessor).items()
+    }
+
+
+def test_itm_and_every_pretraining_loss_run_in_mixed_bfloat16(pretraining_inputs):
+    pretrainer = SimMIMPretrainer(tiny_backbone(dtype="mixed_bfloat16"))
+    losses = pretrainer(pretraining_inputs, training=True)
+    assert set(losses) == {"mim", "mlm", "itc", "itm"}
+    for name, value in losses.items():
+        assert value.dtype == "float32", name
+        assert np.isfinite(float(value)), name
+
+
+def test_mixed_float16_scales_the_loss():
+    """Keras wraps the optimizer in a LossScaleOptimizer for a mixed_float16
+    task (float16 gradients underflow otherwise); not for mixed_bfloat16."""
+    for dtype, scaled in (("mixed_float16", True), ("mixed_bfloat16", False)):
+        retriever = SimMIMRetriever(tiny_backbone(dtype=dtype))
+        retriever.compile(optimizer=keras.optimizers.AdamW(1e-3))
+        wrapped = isinstance(retriever.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert wrapped == scaled, dtype
+
+
+@pytest.mark.parametrize("modalities", [["image"], ["image", "text"]])
+def test_the_config_dtype_builds_every_task_in_that_policy(modalities):
+    config = default_config(
+        data=TINY_RUN["data"],
+        model={**TINY_RUN["model"], "dtype": "mixed_bfloat16"},
+        finetune=dict(task="baseline", modalities=modalities),
+    )
+    baseline = build_task_model(config, num_classes=3)
+    assert baseline.dtype_policy.name == "mixed_bfloat16"
+    layers = [
+        layer
+        for layer in baseline._flatten_layers()
+        if layer.weights and layer.name != "logits"
+    ]
+    assert {layer.dtype_policy.name for layer in layers} == {"mixed_bfloat16"}
+    config["finetune"]["task"] = "retrieve"
+    retriever = build_task_model(config)
+    assert retriever.backbone.text_encoder.dtype_policy.name == "mixed_bfloat16"
+    config["model"]["dtype"] = "half"
+    with pytest.raises(ValueError, match="model.dtype 'half' must be one of"):
+        build_task_model(config)

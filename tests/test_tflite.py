@@ -11,6 +11,8 @@ import tensorflow as tf
 
 import simmim_tf
 from simmim_tf.cli import main
+from simmim_tf.data.emoji_scenes import ANSWERS
+from simmim_tf.models.vqa import SimMIMVQA
 from simmim_tf.reference_tokenizer import ReferenceTokenizer
 from simmim_tf.tflite import VARIANTS, LiteModel, convert, phone_inputs
 from simmim_tf.training.data import load_splits
@@ -123,6 +125,29 @@ def test_classifier_with_the_graph_matches_keras_in_litert(tmp_path, google_exam
     quantised = _run(LiteModel(out / "classifier_full_int8.tflite"), rows, every_input)
     # int8 softmax outputs step by 1/256; measured 0.002 off.
     np.testing.assert_allclose(quantised["probabilities"], expected, atol=0.01)
+
+
+def test_vqa_runs_in_litert_with_the_answers_as_labels(tmp_path):
+    """A VQA run converts like a classifier over (scene, question); its scenes
+    (validation and calibration) come from the run's config."""
+    vqa = SimMIMVQA(tiny_backbone(), answers=ANSWERS)
+    folder, config = export_run_folder(
+        tmp_path / "vqa", vqa, data={"scenes": True}, task="vqa"
+    )
+    out = tmp_path / "phone"
+    args = ["tflite", "--run-dir", str(folder), "--out", str(out)]
+    assert main([*args, "--variants", "float32", "--min-agreement", "0"]) == 0
+    assert (out / "labels.txt").read_text().splitlines() == list(ANSWERS)
+    rng = np.random.default_rng(0)
+    scenes = rng.integers(0, 256, size=(2, 128, 128, 3), dtype=np.uint8)
+    image_bytes = np.array([tf.io.encode_png(scene).numpy() for scene in scenes])
+    questions = np.array([b"where is the cat?", b"how many dog?"])
+    x = build_preprocessor(config)({"images": image_bytes, "texts": questions})
+    expected = tf.nn.softmax(vqa(x), -1).numpy()
+    rows = _phone_inputs(config, image_bytes, questions, out)
+    every_input = ("pixels", "token_ids", "padding_mask")
+    got = _run(LiteModel(out / "classifier_float32.tflite"), rows, every_input)
+    np.testing.assert_allclose(got["probabilities"], expected, atol=1e-4)
 
 
 def test_a_variant_that_disagrees_with_the_float_model_is_refused(

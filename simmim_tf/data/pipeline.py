@@ -71,6 +71,7 @@ def make_dataset(
     shuffle_buffer: int = 4096,
     drop_remainder: bool = False,
     pair_key: str | None = None,
+    augmentation: bool = True,
 ) -> tf.data.Dataset:
     """Turn emoji_text feature dicts into batches of `(inputs, labels)`.
 
@@ -88,6 +89,7 @@ def make_dataset(
             one shape, so a training step is traced once, not twice).
         pair_key: str or None. Feature copied into the inputs as `pair_ids`
             (e.g. "label": one emoji drawn by two artists is one pair).
+        augmentation: bool. With `training`, augment the images (`augment`).
 
     Example:
     ```python
@@ -102,6 +104,7 @@ def make_dataset(
         examples = examples.shuffle(
             shuffle_buffer, seed=seed, reshuffle_each_iteration=True
         )
+    if training and augmentation:
         # One independent stateless seed per example; a new draw every epoch.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(
             2

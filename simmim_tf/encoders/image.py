@@ -12,18 +12,22 @@ from __future__ import annotations
 import keras
 import keras_hub
 
+# ResNet-18 basic blocks, three stages: a 16x smaller feature map.
+_RESNET18 = {
+    "input_conv_filters": [64],
+    "input_conv_kernel_sizes": [7],
+    "stackwise_num_filters": [64, 128, 256],
+    "stackwise_num_blocks": [2, 2, 2],
+    "stackwise_num_strides": [1, 2, 2],
+    "block_type": "basic_block",
+    "use_pre_activation": False,
+}
 IMAGE_ENCODER_CONFIGS: dict[str, dict] = {
-    # CPU default: ResNet-18 basic blocks, three stages, 64 px -> 4x4 cells.
-    "resnet18_64px": {
-        "input_conv_filters": [64],
-        "input_conv_kernel_sizes": [7],
-        "stackwise_num_filters": [64, 128, 256],
-        "stackwise_num_blocks": [2, 2, 2],
-        "stackwise_num_strides": [1, 2, 2],
-        "block_type": "basic_block",
-        "use_pre_activation": False,
-        "image_shape": (64, 64, 3),
-    },
+    # CPU default: 64 px -> 4x4 cells.
+    "resnet18_64px": {**_RESNET18, "image_shape": (64, 64, 3)},
+    # Emoji scenes (VQA): 128 px -> 8x8 cells, so each emoji of a 2x2 scene
+    # covers 4x4 image nodes.
+    "resnet18_128px": {**_RESNET18, "image_shape": (128, 128, 3)},
     # GPU: ResNet-50 at 224 px -> 7x7 cells.
     "resnet50_224px": {
         "input_conv_filters": [64],
@@ -50,7 +54,9 @@ IMAGE_ENCODER_CONFIGS: dict[str, dict] = {
 
 
 def build_image_encoder(
-    config: str | dict = "resnet18_64px", weights_path: str | None = None
+    config: str | dict = "resnet18_64px",
+    weights_path: str | None = None,
+    dtype: str | keras.DTypePolicy | None = None,
 ) -> keras_hub.models.ResNetBackbone:
     """Build a keras-hub `ResNetBackbone`, optionally loading local weights.
 
@@ -59,6 +65,7 @@ def build_image_encoder(
             arguments of `keras_hub.models.ResNetBackbone`.
         weights_path: str. Optional path of a `.weights.h5` file saved from a
             backbone with the same config. Weights are never downloaded.
+        dtype: Keras dtype policy (e.g. `"mixed_bfloat16"`); None: the global one.
 
     Example:
     ```python
@@ -74,7 +81,7 @@ def build_image_encoder(
                 "arguments."
             )
         config = IMAGE_ENCODER_CONFIGS[config]
-    encoder = keras_hub.models.ResNetBackbone(**config)
+    encoder = keras_hub.models.ResNetBackbone(**config, dtype=dtype)
     if weights_path is not None:
         encoder.load_weights(weights_path)
     return encoder

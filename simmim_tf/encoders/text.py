@@ -8,6 +8,7 @@ first use without PyTorch (see `simmim_tf.encoders.minilm`).
 
 from __future__ import annotations
 
+import keras
 import keras_hub
 
 from simmim_tf.encoders.minilm import minilm_preset
@@ -25,7 +26,9 @@ TEXT_ENCODER_CONFIGS: dict[str, dict] = {
 }
 
 
-def build_text_encoder(preset: str | None = None) -> keras_hub.models.BertBackbone:
+def build_text_encoder(
+    preset: str | None = None, dtype: str | keras.DTypePolicy | None = None
+) -> keras_hub.models.BertBackbone:
     """Build a keras-hub `BertBackbone` from a preset handle or a config name.
 
     Args:
@@ -35,6 +38,8 @@ def build_text_encoder(preset: str | None = None) -> keras_hub.models.BertBackbo
             `"kaggle://keras/bert/keras/bert_tiny_en_uncased"`,
             `"bert_tiny_en_uncased"`. None: the pretrained MiniLM-L6 in the
             Keras cache, fetched on first use.
+        dtype: Keras dtype policy (e.g. `"mixed_bfloat16"`); None: the
+            preset's (or the global one).
 
     Example:
     ```python
@@ -43,8 +48,8 @@ def build_text_encoder(preset: str | None = None) -> keras_hub.models.BertBackbo
     ```
     """
     if preset in TEXT_ENCODER_CONFIGS:
-        return keras_hub.models.BertBackbone(**TEXT_ENCODER_CONFIGS[preset])
-    return _from_preset(keras_hub.models.BertBackbone, preset)
+        return keras_hub.models.BertBackbone(**TEXT_ENCODER_CONFIGS[preset], dtype=dtype)
+    return _from_preset(keras_hub.models.BertBackbone, preset, dtype=dtype)
 
 
 def build_tokenizer(preset: str | None = None) -> keras_hub.models.BertTokenizer:
@@ -65,10 +70,11 @@ def build_tokenizer(preset: str | None = None) -> keras_hub.models.BertTokenizer
     return tokenizer
 
 
-def _from_preset(cls, preset: str | None):
+def _from_preset(cls, preset: str | None, **kwargs):
     handle = minilm_preset() if preset is None else preset
+    kwargs = {key: value for key, value in kwargs.items() if value is not None}
     try:
-        return cls.from_preset(handle)
+        return cls.from_preset(handle, **kwargs)
     except Exception as error:  # keras-hub raises many types; name the handle.
         raise ValueError(
             f"Cannot load text preset {handle!r} with keras_hub.models."

@@ -7,6 +7,8 @@ or `image_to_text`, ranking `dual` (the towers' unimodal embeddings) or
 `rerank` (the top `finetune.rerank_k` re-scored by the graph).
 Classification metrics: `{"accuracy": {label: value}}`, plus `group` for a
 subgroup classifier (each predicted subgroup's group, from static metadata).
+Scene questions (`data.scenes`): `{"vqa": {gallery: {"all", "where",
+"exists", "count", "group"}}}`, the accuracy of the answers.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import keras
 import numpy as np
 
 from simmim_tf.atomic import atomic_write_text
+from simmim_tf.data.emoji_scenes import ANSWERS, QUESTION_TYPES
 from simmim_tf.data.emoji_text import load_label_metadata
-from simmim_tf.evaluation.plots import plot_retrieval_grid
+from simmim_tf.evaluation.plots import plot_retrieval_grid, plot_vqa_grid
 from simmim_tf.evaluation.retrieval import recall_at_k
-from simmim_tf.training.data import make_batches
+from simmim_tf.training.data import SCENE_LABEL, make_batches
 
 GALLERIES = ("test", "test_held_out")
 DIRECTIONS = ("text_to_image", "image_to_text")
 RANKINGS = ("dual", "rerank")
 RECALL_AT = (1, 5, 10)
+VQA_GRID_SCENES = 12
 
 
 def evaluate_model(
@@ -36,6 +40,8 @@ def evaluate_model(
 
     With `run_dir`, a retriever also draws `retrieval_{ranking}_{artist}.png`.
     """
+    if config["data"]["scenes"]:
+        return answer_metrics(model, config, splits, preprocessor, run_dir)
     if config["finetune"]["task"] != "retrieve":
         return classification_metrics(model, config, splits, preprocessor)
     metrics, grid_rankings = {}, {}
@@ -84,11 +90,45 @@ def classification_metrics(model, config: dict, splits, preprocessor) -> dict:
     return {"accuracy": accuracy}
 
 
+def answer_metrics(model, config: dict, splits, preprocessor, run_dir=None) -> dict:
+    """Accuracy of the answers to scene questions, over all questions and per
+    question type, on the test artist's scenes and on its held-out concepts'.
+
+    With `run_dir`, draws the first `VQA_GRID_SCENES` test scenes with their
+    questions and answers as `vqa_{artist}.png`.
+    """
+    metrics = {}
+    for gallery in GALLERIES:
+        batches = make_batches(
+            config, splits[gallery], preprocessor, label_key=SCENE_LABEL
+        )
+        predicted = np.argmax(model.predict(batches, verbose=0), -1)
+        scenes = list(splits[gallery].as_numpy_iterator())
+        answers = np.array([scene[SCENE_LABEL] for scene in scenes])
+        kinds = np.array([scene["question_type"].decode() for scene in scenes])
+        correct = predicted == answers
+        metrics[gallery] = {"all": float(np.mean(correct))} | {
+            kind: float(np.mean(correct[kinds == kind])) for kind in QUESTION_TYPES
+        }
+        if gallery == "test" and run_dir is not None:
+            shown = scenes[:VQA_GRID_SCENES]
+            plot_vqa_grid(
+                np.stack([scene["image"] for scene in shown]),
+                [scene["text"].decode() for scene in shown],
+                [ANSWERS[i] for i in predicted[:VQA_GRID_SCENES]],
+                [ANSWERS[i] for i in answers[:VQA_GRID_SCENES]],
+                pathlib.Path(run_dir) / f"vqa_{config['data']['test_artist']}.png",
+            )
+    return {"vqa": metrics}
+
+
 def metric_rows(metrics: dict) -> dict[str, dict[str, float]]:
     """Table rows of structured metrics: one per (gallery, direction, ranking),
     or one `accuracy` row."""
     if "accuracy" in metrics:
         return {"accuracy": metrics["accuracy"]}
+    if "vqa" in metrics:
+        return {f"{gallery} accuracy": row for gallery, row in metrics["vqa"].items()}
     return {
         f"{gallery} {direction} {ranking}": recalls
         for gallery, by_direction in metrics["retrieval"].items()

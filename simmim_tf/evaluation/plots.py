@@ -350,3 +350,58 @@ def plot_retrieval_grid(
                     spine.set_color(HIT_COLOUR if hit else MISS_COLOUR)
                     spine.set_linewidth(4)
     return save_figure(figure, path)
+
+
+def plot_vqa_grid(
+    scenes: np.ndarray,
+    questions: Sequence[str],
+    predicted: Sequence[str],
+    true: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    columns: int = 4,
+) -> pathlib.Path:
+    """Draw scenes with their question, the predicted and the true answer.
+
+    Each panel shows a scene, titled with its question and "predicted / true"
+    in green when they agree, red when not.
+
+    Args:
+        scenes: `[N, H, W, 3]` uint8 array.
+        questions, predicted, true: N strings each.
+        path: str or path-like. The `.png` file to (over)write.
+        columns: int. Panels per row.
+
+    Returns:
+        `path` as a `pathlib.Path`.
+
+    Example:
+    ```python
+    plot_vqa_grid(scenes["image"][:8], scenes["question"][:8],
+                  vqa.answer(x)[:8], scenes["answer"][:8], "runs/vqa/vqa.png")
+    ```
+    """
+    scenes = np.asarray(scenes)
+    count = len(scenes)
+    if not count or not len(questions) == len(predicted) == len(true) == count:
+        raise ValueError(
+            f"Need as many questions and answers as scenes (> 0); got {count} scenes, "
+            f"{len(questions)} questions, {len(predicted)} predicted, {len(true)} true."
+        )
+    rows = -(-count // columns)
+    figure = _new_figure(figsize=(2.6 * columns, 3.0 * rows))
+    for index, (scene, question, guess, answer) in enumerate(
+        zip(scenes, questions, predicted, true, strict=True)
+    ):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        axes.imshow(scene)
+        axes.set_xticks([])
+        axes.set_yticks([])
+        right = guess == answer
+        axes.set_title(
+            f"{_query_text(question, width=30, max_lines=2)}\n{guess} / {answer}",
+            fontsize=8,
+            color="green" if right else "red",
+        )
+    figure.suptitle("question — predicted / true answer", fontsize=10)
+    return save_figure(figure, path)

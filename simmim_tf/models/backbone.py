@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import keras
 import keras_hub
 
@@ -54,7 +56,8 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         num_heads: int. Attention heads per edge set.
         attention_type: str. `"gatv2"` or `"dot_product"`.
         dropout: float. Dropout inside the graph rounds.
-        dtype: Keras dtype policy of the new layers.
+        dtype: Keras dtype policy of the new layers; build the encoders with
+            the same one (`from_encoder_configs(dtype=…)` does).
 
     Inputs: a dict with `images` `[batch, H, W, 3]` float (normalised pixels),
     `token_ids` `[batch, seq_len]` int and `padding_mask` `[batch, seq_len]`.
@@ -222,6 +225,7 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         image_encoder: str | dict = "resnet18_64px",
         text_encoder: str | None = None,
         image_encoder_weights: str | None = None,
+        dtype: str | keras.DTypePolicy | None = None,
         **kwargs,
     ) -> SimMIMBackbone:
         """Build with encoders named by config (see `simmim_tf.encoders`).
@@ -232,11 +236,16 @@ class SimMIMBackbone(keras_hub.models.Backbone):
                 keras-hub preset handle; None means the pretrained MiniLM-L6
                 (see `build_text_encoder`).
             image_encoder_weights: str. Optional local `.weights.h5` file.
+            dtype: Keras dtype policy of the whole backbone, encoders included
+                (e.g. `"mixed_bfloat16"`: bfloat16 compute, float32 weights).
             **kwargs: the other `SimMIMBackbone` arguments.
         """
         return cls(
-            image_encoder=build_image_encoder(image_encoder, image_encoder_weights),
-            text_encoder=build_text_encoder(text_encoder),
+            image_encoder=build_image_encoder(
+                image_encoder, image_encoder_weights, dtype=dtype
+            ),
+            text_encoder=build_text_encoder(text_encoder, dtype=dtype),
+            dtype=dtype,
             **kwargs,
         )
 
@@ -258,5 +267,11 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         config = dict(config)
         for key in ("image_encoder", "text_encoder"):
             if isinstance(config[key], dict):
-                config[key] = keras.layers.deserialize(config[key])
+                encoder = copy.deepcopy(config[key])
+                # One policy for the whole backbone. `from_preset` passes the
+                # dtype asked for, or None for Keras' global policy (keras-hub
+                # does not restore a saved float policy); so do the encoders.
+                if "dtype" in config:
+                    encoder["config"]["dtype"] = config["dtype"]
+                config[key] = keras.layers.deserialize(encoder)
         return cls(**config)

@@ -43,6 +43,8 @@ class LateFusionBaseline(ClassifierDefaults, keras.Model):
         dropout: float. Dropout before the output layer.
         modalities: tuple of str. `("image", "text")`, `("image",)` or
             `("text",)`: the branches (and inputs) the model has.
+        dtype: Keras dtype policy of the CNN and the head (build the text
+            encoder with the same one).
 
     Example:
     ```python
@@ -61,6 +63,7 @@ class LateFusionBaseline(ClassifierDefaults, keras.Model):
         hidden_dim: int = 128,
         dropout: float = 0.2,
         modalities: tuple[str, ...] = MODALITIES,
+        dtype: str | keras.DTypePolicy | None = None,
         **kwargs,
     ):
         modalities = check_modalities(modalities)
@@ -74,24 +77,30 @@ class LateFusionBaseline(ClassifierDefaults, keras.Model):
         if "image" in modalities:
             x = inputs["images"]
             for filters in conv_filters:
-                x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-                x = keras.layers.BatchNormalization()(x)
-                x = keras.layers.MaxPooling2D()(x)
-            features.append(keras.layers.GlobalAveragePooling2D()(x))
+                x = keras.layers.Conv2D(
+                    filters, 3, padding="same", activation="relu", dtype=dtype
+                )(x)
+                x = keras.layers.BatchNormalization(dtype=dtype)(x)
+                x = keras.layers.MaxPooling2D(dtype=dtype)(x)
+            features.append(keras.layers.GlobalAveragePooling2D(dtype=dtype)(x))
         if "text" in modalities:
             states = encode_tokens(
                 text_encoder, inputs["token_ids"], inputs["padding_mask"]
             )
             features.append(mean_over_tokens(states, inputs["padding_mask"]))
-        fused = keras.layers.Concatenate()(features) if len(features) > 1 else features[0]
-        fused = keras.layers.Dense(hidden_dim, activation="relu")(fused)
-        fused = keras.layers.Dropout(dropout)(fused)
-        logits = keras.layers.Dense(num_classes, name="logits")(fused)
-        super().__init__(
-            inputs=inputs,
-            outputs=logits,
-            **kwargs,
-        )
+        if len(features) > 1:
+            fused = keras.layers.Concatenate(dtype=dtype)(features)
+        else:
+            fused = features[0]
+        fused = keras.layers.Dense(hidden_dim, activation="relu", dtype=dtype)(fused)
+        fused = keras.layers.Dropout(dropout, dtype=dtype)(fused)
+        # float32 logits under any policy, as SimMIMClassifier's.
+        logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(fused)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        if dtype is not None:
+            # A functional model ignores `dtype`; `compile` reads the policy
+            # (mixed_float16 gets a LossScaleOptimizer). As keras-hub's Task.
+            self.dtype_policy = keras.dtype_policies.get(dtype)
         self.num_classes = num_classes
         self.text_encoder = text_encoder if "text" in modalities else None
         self.image_shape = tuple(image_shape)
@@ -115,6 +124,7 @@ class LateFusionBaseline(ClassifierDefaults, keras.Model):
             "hidden_dim": self.hidden_dim,
             "dropout": self.dropout,
             "modalities": self.modalities,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
 
     @classmethod

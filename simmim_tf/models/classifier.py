@@ -82,9 +82,13 @@ class SimMIMClassifier(ClassifierDefaults, keras_hub.models.Task):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.output_dropout = keras.layers.Dropout(dropout, name="output_dropout")
+        self.output_dropout = keras.layers.Dropout(
+            dropout, dtype=backbone.dtype_policy, name="output_dropout"
+        )
+        # float32 logits under any policy (the Keras mixed-precision advice):
+        # an exact softmax and loss, and float32 outputs for serving.
         self.output_dense = keras.layers.Dense(
-            num_classes, activation=activation, name="logits"
+            num_classes, activation=activation, dtype="float32", name="logits"
         )
         # === Functional Model ===
         inputs = model_inputs(backbone.image_encoder.input_shape[1:], modalities)

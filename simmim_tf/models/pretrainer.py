@@ -76,6 +76,8 @@ class SimMIMPretrainer(keras.Model):
         initial_temperature: float = 0.07,
         **kwargs,
     ):
+        # The heads compute in the backbone's precision (losses in float32).
+        kwargs.setdefault("dtype", backbone.dtype_policy)
         super().__init__(**kwargs)
         weights = dict(mim=mim_weight, mlm=mlm_weight, itc=itc_weight, itm=itm_weight)
         if any(w < 0 for w in weights.values()) or not any(weights.values()):
@@ -85,17 +87,23 @@ class SimMIMPretrainer(keras.Model):
         image_size = backbone.image_encoder.input_shape[1]
         # === Layers ===
         self.backbone = backbone
-        self.mask_token = MaskTokenLayer(name="mim_mask_token")
+        dtype = self.dtype_policy
+        self.mask_token = MaskTokenLayer(dtype=dtype, name="mim_mask_token")
         self.pixel_head = PixelReconstructionHead(
-            stride=image_size // backbone.grid_shape[0], name="mim_head"
+            stride=image_size // backbone.grid_shape[0], dtype=dtype, name="mim_head"
         )
+        # float32 under any policy: keras-hub's head adds a float32 bias to
+        # outputs cast to the compute dtype (it fails under a mixed policy),
+        # and a softmax over 30k tokens wants float32 anyway. It reads only the
+        # masked positions, a small share of the step.
         self.mlm_head = keras_hub.layers.MaskedLMHead(
             vocabulary_size=backbone.text_encoder.vocabulary_size,
             intermediate_activation="gelu",
+            dtype="float32",
             name="mlm_head",
         )
         self.contrastive = ContrastiveLoss(initial_temperature, name="itc")
-        self.itm_head = MatchingHead(backbone.hidden_dim, name="itm_head")
+        self.itm_head = MatchingHead(backbone.hidden_dim, dtype=dtype, name="itm_head")
         self.trackers = {
             name: keras.metrics.Mean(name=f"{name}_loss")
             for name in ("total",) + LOSS_NAMES
@@ -214,6 +222,7 @@ class SimMIMPretrainer(keras.Model):
         # A pair matches when its image and text are of one emoji.
         matches = tf.gather_nd(positives, tf.stack([image_index, text_index], axis=1))
         labels = tf.cast(matches, tf.int32)  # [3B]
+        logits = tf.cast(logits, tf.float32)  # the loss in float32 under any policy
         return tf.reduce_mean(
             keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
         )

@@ -49,6 +49,7 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
         initial_temperature: float = 0.07,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", backbone.dtype_policy)
         super().__init__(**kwargs)
         # === Layers ===
         self.backbone = backbone
@@ -59,6 +60,7 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
             itc_weight=itc_weight,
             itm_weight=itm_weight,
             initial_temperature=initial_temperature,
+            dtype=self.dtype_policy,
             name="objectives",
         )
         # === Config ===

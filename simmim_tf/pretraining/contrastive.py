@@ -23,7 +23,8 @@ class ContrastiveLoss(keras.layers.Layer):
     spread evenly over them, so one emoji drawn by two artists in a batch is
     never pushed away from its own text. The temperature T is learnable, stored as
     `log(1 / T)`, initialised at `initial_temperature` (0.07, as in CLIP) and
-    clipped so that 1/T stays <= 100.
+    clipped so that 1/T stays <= 100. The layer computes in float32 whatever
+    the model's dtype policy.
 
     Args:
         initial_temperature: float. Starting temperature.
@@ -36,7 +37,8 @@ class ContrastiveLoss(keras.layers.Layer):
     """
 
     def __init__(self, initial_temperature: float = 0.07, **kwargs):
-        super().__init__(**kwargs)
+        # Softmax over logits up to 100 wants float32 under any mixed policy.
+        super().__init__(**{**kwargs, "dtype": "float32"})
         if initial_temperature <= 0:
             raise ValueError(f"Temperature {initial_temperature} must be greater than 0.")
         self.initial_temperature = initial_temperature
@@ -44,12 +46,18 @@ class ContrastiveLoss(keras.layers.Layer):
             shape=(),
             initializer=keras.initializers.Constant(math.log(1.0 / initial_temperature)),
             name="log_inverse_temperature",
+            # Read in float32 even from the call of a mixed-precision model.
+            autocast=False,
         )
 
     def similarity(self, image_embeddings, text_embeddings) -> tf.Tensor:
-        """Temperature-scaled cosine similarities `[num_images, num_texts]`."""
-        images = tf.math.l2_normalize(image_embeddings, axis=-1)
-        texts = tf.math.l2_normalize(text_embeddings, axis=-1)
+        """Temperature-scaled cosine similarities `[num_images, num_texts]`, float32.
+
+        Computed in float32 whatever the model's compute dtype: a bfloat16
+        logit of 100 is off by up to 0.4, enough to reorder near ties.
+        """
+        images = tf.math.l2_normalize(tf.cast(image_embeddings, tf.float32), axis=-1)
+        texts = tf.math.l2_normalize(tf.cast(text_embeddings, tf.float32), axis=-1)
         return self.inverse_temperature() * tf.matmul(images, texts, transpose_b=True)
 
     def inverse_temperature(self) -> tf.Tensor:

@@ -99,7 +99,7 @@ class PixelReconstructionHead(keras.layers.Layer):
         self.stride = stride
         self.channels = channels
         self.projection = keras.layers.Conv2D(
-            stride * stride * channels, 1, name="projection"
+            stride * stride * channels, 1, dtype=self.dtype_policy, name="projection"
         )
 
     def build(self, feature_map_shape):
@@ -123,7 +123,10 @@ def masked_l1_loss(
         target: `[B, H, W, C]` normalised pixels of the unmasked image.
         prediction: `[B, H, W, C]` reconstruction.
         mask: `[B, H, W]`, 1 where masked.
+
+    Computed in float32, whatever the dtype of `prediction`.
     """
+    prediction = tf.cast(prediction, tf.float32)
     mask = tf.cast(mask, prediction.dtype)[..., None]
     channels = tf.cast(tf.shape(prediction)[-1], prediction.dtype)
     error = tf.abs(tf.cast(target, prediction.dtype) - prediction) * mask

@@ -12,8 +12,10 @@ import tensorflow as tf
 
 
 def masked_cross_entropy(labels, logits, weights) -> tf.Tensor:
-    """Sparse cross-entropy averaged over the positions whose weight is 1."""
-    weights = tf.cast(weights, logits.dtype)
+    """Sparse cross-entropy averaged over the positions whose weight is 1 (in
+    float32, whatever the dtype of `logits`)."""
+    logits = tf.cast(logits, tf.float32)
+    weights = tf.cast(weights, tf.float32)
     per_position = keras.losses.sparse_categorical_crossentropy(
         labels, logits, from_logits=True
     )

@@ -34,6 +34,13 @@ DEFAULT_CONFIG: dict = {
         "batch_size": 64,  # contrastive losses want many in-batch negatives
         "sequence_length": 16,  # longer texts are truncated
         "image_size": 64,
+        # Emoji scenes with questions (VQA, `simmim_tf.data.emoji_scenes`)
+        # in place of single drawings: every split becomes scenes of its own
+        # drawings, the label is the answer. The recipe: image_size 128,
+        # model.image_encoder resnet18_128px, finetune.task vqa.
+        "scenes": False,
+        "scene_grid": 2,
+        "scenes_per_drawing": 2,
     },
     "model": {
         "backbone": None,  # a preset folder (e.g. a pretrain run's backbone/)
@@ -45,6 +52,10 @@ DEFAULT_CONFIG: dict = {
         "num_heads": 4,
         "attention_type": "gatv2",
         "dropout": 0.1,
+        # Keras dtype policy of every model: "mixed_bfloat16" computes in
+        # bfloat16 with float32 weights and losses (1.4x a float32 step on
+        # this repo's 2-core AVX512-BF16 CPU); "mixed_float16" for GPUs.
+        "dtype": "float32",
     },
     "pretrain": {
         "epochs": 10,
@@ -58,7 +69,7 @@ DEFAULT_CONFIG: dict = {
         "mask_patch_size": 16,
     },
     "finetune": {
-        "task": "retrieve",  # retrieve | classify | baseline
+        "task": "retrieve",  # retrieve | classify | baseline | vqa (scenes)
         "label": "subgroup",
         "modalities": ["image", "text"],
         "epochs": 20,
@@ -70,7 +81,8 @@ DEFAULT_CONFIG: dict = {
         "rerank_k": 16,
     },
 }
-TASKS = ("retrieve", "classify", "baseline")
+TASKS = ("retrieve", "classify", "baseline", "vqa")
+DTYPES = ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
 SCHEDULES = ("cosine", "constant")
 
 

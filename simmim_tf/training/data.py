@@ -8,12 +8,15 @@ gallery, and the held-out concepts alone (emoji never seen in training).
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 
+import numpy as np
 import tensorflow as tf
 
 from simmim_tf.data import EmojiTextConfig, emoji_text_builder
 from simmim_tf.data.artists import get_artist
+from simmim_tf.data.emoji_scenes import ANSWERS, drawings_of, make_scenes
 from simmim_tf.data.emoji_text import DEFAULT_VENDORS
 from simmim_tf.data.pipeline import make_dataset
 from simmim_tf.training.config import DEFAULT_CONFIG, load_config
@@ -21,6 +24,9 @@ from simmim_tf.training.splits import split_by_concept
 
 # The data keys that decide which concepts a run trains on.
 SPLIT_KEYS = ("train_artists", "held_out_fraction", "split_seed")
+
+# The label of a scene: its answer's index in `emoji_scenes.ANSWERS`.
+SCENE_LABEL = "answer_id"
 
 MIN_PAIRS = 2  # contrastive losses need at least 2 pairs in every batch
 
@@ -54,7 +60,76 @@ def load_splits(config: dict) -> tuple[dict[str, tf.data.Dataset], object]:
         "test": test,
         "test_held_out": test_held_out,
     }
+    if data["scenes"]:
+        # The training scenes are drawn anew each pass (epoch): a fixed set of
+        # a few thousand is memorised (train 83 %, validation 38 % accuracy
+        # after 20 epochs). The evaluation splits stay fixed, and cached.
+        return {
+            name: scenes_of(examples, builder, data, index, fresh=name == "train")
+            for index, (name, examples) in enumerate(splits.items())
+        }, builder
     return {name: ds.cache() for name, ds in splits.items()}, builder
+
+
+def scenes_of(
+    examples: tf.data.Dataset, builder, data: dict, index: int, fresh: bool = False
+) -> tf.data.Dataset:
+    """Scenes of `examples`' drawings (`data.scenes_per_drawing` per drawing,
+    `data.scene_grid`), seeded by `data.split_seed` and the split's `index`:
+    examples with `image`, `text` (the question), `answer_id` and
+    `question_type`.
+
+    With `fresh`, each pass over the dataset draws new scenes, seeded by the
+    pass number too: two runs see the same scenes epoch for epoch (a resumed
+    run restarts the count).
+    """
+    drawings = drawings_of(examples, builder.info.features)
+    count = data["scenes_per_drawing"] * len(drawings["label"])
+
+    def scenes(*seed: int) -> dict[str, np.ndarray]:
+        made = make_scenes(
+            drawings,
+            count=count,
+            grid=data["scene_grid"],
+            seed=[data["split_seed"], *seed],
+        )
+        return {
+            "image": made["image"],
+            "text": made["question"],
+            SCENE_LABEL: made["answer_id"],
+            "question_type": made["question_type"],
+        }
+
+    if not fresh:
+        return tf.data.Dataset.from_tensor_slices(scenes(index)).cache()
+    passes = itertools.count()
+
+    def generate():
+        drawn = scenes(index, next(passes))
+        for row in range(count):
+            yield {key: values[row] for key, values in drawn.items()}
+
+    first = scenes(index)
+    signature = {
+        key: tf.TensorSpec(values.shape[1:], tf.dtypes.as_dtype(values.dtype))
+        if values.dtype.kind != "U"
+        else tf.TensorSpec((), tf.string)
+        for key, values in first.items()
+    }
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).apply(
+        tf.data.experimental.assert_cardinality(count)
+    )
+
+
+def task_label(config: dict, builder) -> tuple[str | None, int | None]:
+    """The label a fine-tuning run trains on, and its number of classes:
+    none for retrieval, the answer for scenes, else `finetune.label`."""
+    if config["finetune"]["task"] == "retrieve":
+        return None, None
+    if config["data"]["scenes"]:
+        return SCENE_LABEL, len(ANSWERS)
+    label = config["finetune"]["label"]
+    return label, builder.info.features[label].num_classes
 
 
 def training_artists(data: dict) -> tuple[str, ...]:
@@ -145,7 +220,9 @@ def make_batches(
     Otherwise every example is kept: a gallery is scored whole.
     """
     batch_size = config["data"]["batch_size"]
-    count = int(examples.reduce(0, lambda count, _: count + 1))
+    count = int(examples.cardinality())
+    if count < 0:  # a filter hides it: count once
+        count = int(examples.reduce(0, lambda count, _: count + 1))
     full, rest = divmod(count, batch_size)
     drop_remainder = training and full > 0
     batches = make_dataset(
@@ -160,6 +237,9 @@ def make_batches(
         # and a smaller buffer would fill early batches with the first ones.
         shuffle_buffer=max(count, 1),
         pair_key="label" if contrastive else None,
+        # A crop or shift would cut emoji off a scene and falsify its answer;
+        # fresh scenes every epoch do augmentation's work.
+        augmentation=not config["data"]["scenes"],
     )
     if drop_remainder:
         rest = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from simmim_tf.data.emoji_scenes import ANSWERS
 from simmim_tf.encoders import build_text_encoder, build_tokenizer
 from simmim_tf.models.backbone import SimMIMBackbone
 from simmim_tf.models.baseline import LateFusionBaseline
@@ -13,7 +14,8 @@ from simmim_tf.models.preprocessor import SimMIMPreprocessor
 from simmim_tf.models.pretrainer import SimMIMPretrainer
 from simmim_tf.models.pretrainer_preprocessor import SimMIMPretrainerPreprocessor
 from simmim_tf.models.retriever import SimMIMRetriever
-from simmim_tf.training.config import TASKS
+from simmim_tf.models.vqa import SimMIMVQA
+from simmim_tf.training.config import DTYPES, TASKS
 
 PRETRAIN_LOSS_WEIGHTS = ("mim_weight", "mlm_weight", "itc_weight", "itm_weight")
 
@@ -21,8 +23,9 @@ PRETRAIN_LOSS_WEIGHTS = ("mim_weight", "mlm_weight", "itc_weight", "itm_weight")
 def build_backbone(config: dict) -> SimMIMBackbone:
     """The backbone of a config: a preset folder, or new encoders."""
     model = config["model"]
+    dtype = model_dtype(config)
     if model["backbone"]:
-        backbone = SimMIMBackbone.from_preset(str(model["backbone"]))
+        backbone = SimMIMBackbone.from_preset(str(model["backbone"]), dtype=dtype)
     else:
         backbone = SimMIMBackbone.from_encoder_configs(
             image_encoder=model["image_encoder"],
@@ -32,9 +35,22 @@ def build_backbone(config: dict) -> SimMIMBackbone:
             num_heads=model["num_heads"],
             attention_type=model["attention_type"],
             dropout=model["dropout"],
+            dtype=dtype,
         )
     backbone.text_encoder.trainable = bool(model["train_text_encoder"])
     return backbone
+
+
+def model_dtype(config: dict) -> str:
+    """`model.dtype`, the Keras dtype policy of every model of the run.
+
+    Raises:
+        ValueError: not one of `DTYPES`.
+    """
+    dtype = config["model"]["dtype"]
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype {dtype!r} must be one of {DTYPES}.")
+    return dtype
 
 
 def task_modalities(config: dict) -> tuple[str, ...]:
@@ -75,7 +91,8 @@ def build_pretrainer(config: dict) -> SimMIMPretrainer:
 
 
 def build_task_model(config: dict, num_classes: int | None = None) -> keras.Model:
-    """A new task model for `finetune.task`: retriever, classifier or baseline.
+    """A new task model for `finetune.task`: retriever, classifier, baseline or
+    VQA.
 
     Args:
         config: dict. A run config.
@@ -86,6 +103,13 @@ def build_task_model(config: dict, num_classes: int | None = None) -> keras.Mode
         raise ValueError(f"Task {task!r} must be one of {TASKS}.")
     if task == "retrieve":
         return SimMIMRetriever(build_backbone(config))
+    if task == "vqa":
+        if not config["data"]["scenes"]:
+            raise ValueError(
+                "finetune.task vqa answers questions about scenes: set data.scenes "
+                "true (and see its recipe in the config defaults)."
+            )
+        return SimMIMVQA(build_backbone(config), answers=ANSWERS)
     if task == "classify":
         return SimMIMClassifier(
             backbone=build_backbone(config),
@@ -98,11 +122,14 @@ def build_task_model(config: dict, num_classes: int | None = None) -> keras.Mode
     if "text" in modalities:
         # The same text tower as SimMIM's, frozen the same way: the comparison
         # measures the fusion, not the text encoder.
-        text_encoder = build_text_encoder(config["model"]["text_encoder"])
+        text_encoder = build_text_encoder(
+            config["model"]["text_encoder"], dtype=model_dtype(config)
+        )
         text_encoder.trainable = bool(config["model"]["train_text_encoder"])
     return LateFusionBaseline(
         num_classes=num_classes,
         text_encoder=text_encoder,
         image_shape=(image_size, image_size, 3),
         modalities=modalities,
+        dtype=model_dtype(config),
     )
