@@ -44,8 +44,11 @@ setup(
         "safetensors>=0.4,<1",
     ],
     extras_require={
-        # grain: keras-hub's shared TestCase (run_backbone_test, ...) imports it.
-        "dev": ["pytest>=8", "ruff>=0.6", "grain>=0.2.18,<0.3"]
+        # Approximate search of galleries past 100 k items (GalleryIndex.nearest).
+        "faiss": ["faiss-cpu>=1.8,<2"],
+        # grain: keras-hub's shared TestCase (run_backbone_test, ...) imports
+        # it; faiss-cpu: so that the tests search with HNSW too.
+        "dev": ["pytest>=8", "ruff>=0.6", "grain>=0.2.18,<0.3", "faiss-cpu>=1.8,<2"],
     },
     entry_points={"console_scripts": ["simmim-tf=simmim_tf.cli:main"]},
 )

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from simmim_tf.models.backbone import SimMIMBackbone
-from simmim_tf.models.gallery_index import GalleryIndex, top_k_by_similarity
+from simmim_tf.models.gallery_index import GalleryIndex
 from simmim_tf.models.inputs import MODALITIES, RefusesEmptyPredict
 from simmim_tf.models.pretrainer import SimMIMPretrainer
 
@@ -173,11 +173,13 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
         *,
         rerank_k: int = 0,
         batch_size: int = 256,
+        method: str = "auto",
     ) -> dict[str, np.ndarray]:
         """The top `k` gallery items of each query, best first.
 
-        The dual encoder ranks the whole gallery by cosine, exactly
-        (`top_k_by_similarity`: blocks of queries, float32, no full sort); with
+        The dual encoder ranks the whole gallery by cosine
+        (`GalleryIndex.nearest`: exact in float32 blocks, or faiss HNSW from
+        100 k items when faiss is installed, see `method`); with
         `rerank_k > 0` each query's first `rerank_k` candidates are re-scored
         by ITC logit (cosine / T) plus the graph's ITM log-odds, computed on
         the query and the candidate together, and re-ordered; the rest keep
@@ -189,6 +191,7 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
             k: int. Results per query (at most the gallery size).
             rerank_k: int. Candidates re-ranked by the graph per query.
             batch_size: int. Pairs per graph pass while re-ranking.
+            method: str. `"auto"`, `"exact"` or `"hnsw"` (`GalleryIndex.nearest`).
 
         Returns:
             A dict: `indices` int `[Q, k]` (rows of the gallery), `ids` and
@@ -203,7 +206,7 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
         if k <= 0 or rerank_k < 0:
             raise ValueError(f"k={k} must be > 0 and rerank_k={rerank_k} >= 0.")
         depth = min(max(k, rerank_k), len(gallery))
-        cosine, top = top_k_by_similarity(queries.embeddings, gallery.embeddings, depth)
+        cosine, top = gallery.nearest(queries.embeddings, depth, method)
         inverse_temperature = float(self.objectives.contrastive.inverse_temperature())
         scores = inverse_temperature * cosine
         reranked = np.zeros(top.shape, bool)
