@@ -14,6 +14,7 @@ import yaml
 
 from simmim_tf.training import (
     AtomicModelCheckpoint,
+    EpochTimer,
     ResumableBackupAndRestore,
     ScheduledLearningRate,
     concept_held_out,
@@ -213,13 +214,14 @@ def test_standard_callbacks(tmp_path):
     callbacks = standard_callbacks(tmp_path)
     assert [type(c) for c in callbacks] == [
         keras.callbacks.TensorBoard,
+        EpochTimer,
         keras.callbacks.CSVLogger,
         AtomicModelCheckpoint,
         ResumableBackupAndRestore,
         keras.callbacks.TerminateOnNaN,
         keras.callbacks.EarlyStopping,
     ]
-    board, log, checkpoint, backup, _, stopping = callbacks
+    board, _, log, checkpoint, backup, _, stopping = callbacks
     assert board.log_dir == str(tmp_path / "logs")
     assert log.filename == str(tmp_path / "epochs.csv") and log.append
     assert checkpoint.filepath == str(tmp_path / "checkpoints" / "best.weights.h5")
@@ -227,7 +229,7 @@ def test_standard_callbacks(tmp_path):
     assert isinstance(backup, keras.callbacks.BackupAndRestore)
     assert backup.backup_dir == str(tmp_path / "backup") and backup.delete_checkpoint
     assert stopping.patience == 5 and stopping.restore_best_weights
-    assert len(standard_callbacks(tmp_path, patience=None, tensorboard=False)) == 4
+    assert len(standard_callbacks(tmp_path, patience=None, tensorboard=False)) == 5
     with pytest.raises(ValueError, match=r"Backup save frequency 0 must be 'epoch' or"):
         standard_callbacks(tmp_path, backup_save_freq=0)
     with pytest.raises(ValueError, match=r"Patience -1 must be >= 0 or None"):
@@ -262,6 +264,8 @@ def test_resume_after_interrupt_restarts_the_interrupted_epoch(tmp_path):
     # The epoch log keeps all four: two from before the kill, two after.
     logged = epoch_history(tmp_path)
     assert len(logged["loss"]) == 4 and len(logged["val_loss"]) == 4
+    # What each epoch cost, before the kill and after: 8 steps, more than 0 s.
+    assert len(logged["epoch_seconds"]) == 4 and min(logged["epoch_seconds"]) > 0
     np.testing.assert_allclose(logged["loss"][2:], history.history["loss"], rtol=1e-6)
     assert not (tmp_path / "backup").exists()  # deleted when fit completes
 

@@ -15,6 +15,7 @@ from simmim_tf.data import load_emoji_text
 from simmim_tf.evaluation.evaluate import metric_rows
 from simmim_tf.jobs import run_finetune, run_pretrain
 from simmim_tf.recommend import emoji_characters, recommend
+from simmim_tf.training.callbacks import epoch_history
 from simmim_tf.training.config import DEFAULT_CONFIG, load_config, save_config
 from simmim_tf.training.data import (
     check_pretraining_split,
@@ -51,6 +52,9 @@ def test_pretrain_then_finetune_from_it_then_evaluate(config_file, tmp_path, cap
     assert {"mim_loss", "mlm_loss", "itc_loss", "itm_loss", "val_total_loss"} <= set(
         history
     )
+    # The epoch's cost is in the epoch log, not among the metrics plotted.
+    assert "epoch_seconds" not in history
+    assert epoch_history(pre)["epoch_seconds"][0] > 0
     assert (pre / "training_curves.png").is_file() and (pre / "logs").is_dir()
     pretrained = simmim_tf.SimMIMBackbone.from_preset(str(pre / "backbone"))
 

@@ -1,6 +1,7 @@
 """Training infrastructure: configs, resumable callbacks, held-out-concept splits."""
 
 from simmim_tf.training.callbacks import AtomicModelCheckpoint as AtomicModelCheckpoint
+from simmim_tf.training.callbacks import EpochTimer as EpochTimer
 from simmim_tf.training.callbacks import (
     ResumableBackupAndRestore as ResumableBackupAndRestore,
 )

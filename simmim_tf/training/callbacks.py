@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 
 import h5py
 import keras
@@ -245,6 +246,20 @@ class ScheduledLearningRate(keras.callbacks.Callback):
 
 
 EPOCH_LOG = "epochs.csv"
+# The column of `EPOCH_LOG` with each epoch's wall seconds (not a metric).
+EPOCH_SECONDS = "epoch_seconds"
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds each epoch's wall seconds to its logs as `EPOCH_SECONDS`, so that
+    `epochs.csv` records what a run cost, across resumes."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[EPOCH_SECONDS] = time.perf_counter() - self._start
 
 
 def epoch_history(run_dir: str | os.PathLike) -> dict[str, list[float]]:
@@ -276,9 +291,10 @@ def standard_callbacks(
 
     In order:
     - `keras.callbacks.TensorBoard` logging to `run_dir/logs` (if `tensorboard`);
-    - `keras.callbacks.CSVLogger` appending each epoch's logs to
-      `run_dir/epochs.csv`, across resumes (see `epoch_history`); a run with
-      no backup to resume from starts a new file;
+    - `EpochTimer` and `keras.callbacks.CSVLogger` appending each epoch's
+      logs and wall seconds (`epoch_seconds`) to `run_dir/epochs.csv`, across
+      resumes (see `epoch_history`); a run with no backup to resume from
+      starts a new file;
     - `AtomicModelCheckpoint` of the weights to
       `run_dir/checkpoints/best.weights.h5` when `monitor` improves (weights
       only, so any subclassed model can be reloaded with `load_weights`);
@@ -345,6 +361,7 @@ def standard_callbacks(
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
     callbacks += [
+        EpochTimer(),  # before the logger, which writes the seconds it adds
         # Before the backup: an epoch is logged before its end-of-epoch backup,
         # so a kill in between logs it twice (`epoch_history` keeps the last).
         keras.callbacks.CSVLogger(epoch_log, append=True),

@@ -13,6 +13,7 @@ import tensorflow as tf
 from simmim_tf.atomic import atomic_write_text
 from simmim_tf.evaluation.plots import plot_training_curves
 from simmim_tf.training.callbacks import (
+    EPOCH_SECONDS,
     ScheduledLearningRate,
     epoch_history,
     standard_callbacks,
@@ -95,7 +96,7 @@ def fit_model(
     # Every epoch, those before a resume too (fit's own history has only the
     # epochs it ran).
     logged = epoch_history(run_dir)
-    history = {key: logged[key] for key in history.history}
+    history = {key: logged[key] for key in history.history if key != EPOCH_SECONDS}
     atomic_write_text(run_dir / "history.json", json.dumps(history, indent=2))
     plot_training_curves({run_dir.name: history}, run_dir / "training_curves.png")
     return history, seconds
