@@ -25,6 +25,7 @@ from simmim_tf.model_files import load_model_file
 from simmim_tf.training.config import save_config
 from simmim_tf.training.data import (
     check_pretraining_split,
+    check_scene_task,
     check_unseen_test_artist,
     load_splits,
     make_batches,
@@ -44,6 +45,7 @@ def run_pretrain(config: dict) -> dict:
     Returns a dict with `backbone` (the preset folder), `history`, `seconds`.
     """
     check_unseen_test_artist(config["data"])
+    check_scene_task(config, "pretrain")
     keras.utils.set_random_seed(config["seed"])
     run_dir = pathlib.Path(config["run_dir"])
     save_config(config, run_dir / "config.yaml")
@@ -76,6 +78,7 @@ def run_finetune(
     `simmim_tf.evaluation.evaluate`).
     """
     check_unseen_test_artist(config["data"])
+    check_scene_task(config, "finetune")
     check_pretraining_split(config)
     keras.utils.set_random_seed(config["seed"])
     run_dir = pathlib.Path(config["run_dir"])

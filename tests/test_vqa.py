@@ -22,6 +22,7 @@ from simmim_tf.data.emoji_scenes import (
     drawings_of,
     make_scenes,
 )
+from simmim_tf.jobs import run_finetune, run_pretrain
 from simmim_tf.models.vqa import SimMIMVQA
 from simmim_tf.training.config import DEFAULT_CONFIG, default_config, load_config
 from simmim_tf.training.data import load_splits, make_batches
@@ -232,3 +233,12 @@ def test_training_scenes_are_new_every_epoch_the_same_for_every_run(tmp_path):
     known = {image.tobytes() for image in raw}
     images = next(iter(batches))[0]["images"].numpy()
     assert all(image.tobytes() in known for image in images)
+
+
+def test_jobs_that_train_on_pairs_refuse_scenes(tmp_path):
+    config = default_config(run_dir=str(tmp_path / "run"), data=dict(scenes=True))
+    for job, task in ((run_pretrain, "retrieve"), (run_finetune, "retrieve")):
+        config["finetune"]["task"] = task
+        with pytest.raises(ValueError, match="data.scenes is for question answering"):
+            job(config)
+    assert not (tmp_path / "run").exists()  # refused before writing anything

@@ -121,6 +121,26 @@ def scenes_of(
     )
 
 
+def check_scene_task(config: dict, job: str) -> None:
+    """Refuses scenes to a job that trains on image-text pairs.
+
+    Scenes pair an image with a question, not with its own text: there is no
+    pair to contrast or match. Pre-training and retrieval read drawings.
+
+    Raises:
+        ValueError: `data.scenes` with `job` "pretrain" or task "retrieve".
+    """
+    if not config["data"]["scenes"]:
+        return
+    if job == "pretrain" or config["finetune"]["task"] == "retrieve":
+        what = "pretrain" if job == "pretrain" else "finetune.task retrieve"
+        raise ValueError(
+            f"data.scenes is for question answering (finetune.task vqa, classify "
+            f"or baseline); {what} trains on image-text pairs: set data.scenes "
+            "false."
+        )
+
+
 def task_label(config: dict, builder) -> tuple[str | None, int | None]:
     """The label a fine-tuning run trains on, and its number of classes:
     none for retrieval, the answer for scenes, else `finetune.label`."""
