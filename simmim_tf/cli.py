@@ -4,6 +4,7 @@ simmim-tf demo                      train + compare on the bundled sample
 simmim-tf data fetch --manual-dir D fetch the full emoji tarballs with npm
 simmim-tf weights fetch             fetch the MiniLM-L6 weights into the Keras cache
 simmim-tf recommend --run-dir R "…" the top-5 emoji for a text, from a retrieval run
+simmim-tf ask --run-dir R --image I "…"  answers about an image, from a VQA run
 simmim-tf export --run-dir R --name N  a versioned SavedModel for TensorFlow Serving
 """
 
@@ -87,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     recommend.add_argument("--artist", help="gallery artist (default: the run's)")
     recommend.add_argument("--grid", help="also draw the drawings into this PNG")
 
+    ask = commands.add_parser("ask", help="answers about an image, from a VQA run")
+    ask.add_argument("--run-dir", required=True, help="a finetune.task vqa run folder")
+    ask.add_argument("--image", required=True, help="a PNG or JPEG scene")
+    ask.add_argument("questions", nargs="+", help="e.g. 'where is the cat face?'")
+    ask.add_argument("--k", type=int, default=3, help="answers per question")
+
     export = commands.add_parser(
         "export", help="export a run as savedmodels/NAME/VERSION for TF Serving"
     )
@@ -146,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             run_job(args)
         elif args.command == "recommend":
             print_recommendations(args)
+        elif args.command == "ask":
+            print_answers(args)
         elif args.command == "export":
             from simmim_tf.export import export_run
 
@@ -230,6 +239,17 @@ def print_recommendations(args: argparse.Namespace) -> None:
             print(f"{rank:>3}  {row['emoji']}  {row['name']:<40} {row['score']:8.2f}")
     if args.grid:
         print(f"\nwrote {args.grid}")
+
+
+def print_answers(args: argparse.Namespace) -> None:
+    """Print each question's likeliest answers with their probabilities."""
+    from simmim_tf.ask import ask
+
+    answers = ask(args.run_dir, args.image, args.questions, k=args.k)
+    for question, ranked in zip(args.questions, answers, strict=True):
+        print(f"\n{question}")
+        for answer, probability in ranked:
+            print(f"  {answer:<20} {probability:6.1%}")
 
 
 def print_tflite(args: argparse.Namespace) -> None:

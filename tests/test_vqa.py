@@ -9,7 +9,9 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from simmim_tf.ask import ask
 from simmim_tf.cli import main
 from simmim_tf.data import emoji_text_builder, load_emoji_text
 from simmim_tf.data.emoji_scenes import (
@@ -27,7 +29,7 @@ from simmim_tf.models.vqa import SimMIMVQA
 from simmim_tf.training.config import DEFAULT_CONFIG, default_config, load_config
 from simmim_tf.training.data import load_splits, make_batches
 from simmim_tf.training.tasks import build_preprocessor, build_task_model
-from tests.conftest import TINY_RUN, tiny_backbone
+from tests.conftest import TINY_RUN, export_run_folder, tiny_backbone
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +244,35 @@ def test_jobs_that_train_on_pairs_refuse_scenes(tmp_path):
         with pytest.raises(ValueError, match="data.scenes is for question answering"):
             job(config)
     assert not (tmp_path / "run").exists()  # refused before writing anything
+
+
+def test_ask_answers_about_an_image_file_and_refuses_bad_input(
+    tmp_path, capsys, retrieval_run
+):
+    vqa = SimMIMVQA(tiny_backbone(), answers=ANSWERS)
+    folder, config = export_run_folder(
+        tmp_path / "vqa", vqa, data={"scenes": True}, task="vqa"
+    )
+    scene = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    image = tmp_path / "scene.png"
+    image.write_bytes(tf.io.encode_png(scene).numpy())
+    questions = ["where is the cat face?", "is there a dog face?"]
+    answers = ask(folder, image, questions, k=2)
+    x = build_preprocessor(config)(
+        {"images": np.array([image.read_bytes()] * 2), "texts": np.array(questions)}
+    )
+    probabilities = tf.nn.softmax(vqa(x), -1).numpy()
+    for ranked, row in zip(answers, probabilities, strict=True):
+        best = np.argsort(-row)[:2]
+        assert [a for a, _ in ranked] == [ANSWERS[i] for i in best]
+        np.testing.assert_allclose([p for _, p in ranked], row[best], rtol=1e-4)
+
+    assert main(["ask", "--run-dir", str(folder), "--image", str(image), *questions]) == 0
+    assert answers[0][0][0] in capsys.readouterr().out
+    image.write_bytes(b"not a png")
+    assert main(["ask", "--run-dir", str(folder), "--image", str(image), "why?"]) == 2
+    assert f"{image}" in capsys.readouterr().err  # the file is named
+    with pytest.raises(ValueError, match="ask needs a finetune.task vqa run"):
+        ask(retrieval_run[0], image, questions)
+    with pytest.raises(FileNotFoundError, match="No image at"):
+        ask(folder, tmp_path / "missing.png", questions)
