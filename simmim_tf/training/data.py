@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from simmim_tf.data import EmojiTextConfig, emoji_text_builder
 from simmim_tf.data.artists import get_artist
-from simmim_tf.data.emoji_scenes import ANSWERS, drawings_of, make_scenes
+from simmim_tf.data.emoji_scenes import ANSWERS, SCENE_SIZE, drawings_of, make_scenes
 from simmim_tf.data.emoji_text import DEFAULT_VENDORS
 from simmim_tf.data.pipeline import make_dataset
 from simmim_tf.training.config import DEFAULT_CONFIG, load_config
@@ -109,12 +109,11 @@ def scenes_of(
         for row in range(count):
             yield {key: values[row] for key, values in drawn.items()}
 
-    first = scenes(index)
     signature = {
-        key: tf.TensorSpec(values.shape[1:], tf.dtypes.as_dtype(values.dtype))
-        if values.dtype.kind != "U"
-        else tf.TensorSpec((), tf.string)
-        for key, values in first.items()
+        "image": tf.TensorSpec((SCENE_SIZE, SCENE_SIZE, 3), tf.uint8),
+        "text": tf.TensorSpec((), tf.string),
+        SCENE_LABEL: tf.TensorSpec((), tf.int64),
+        "question_type": tf.TensorSpec((), tf.string),
     }
     return tf.data.Dataset.from_generator(generate, output_signature=signature).apply(
         tf.data.experimental.assert_cardinality(count)
