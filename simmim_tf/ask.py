@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from simmim_tf.model_files import load_model_file
-from simmim_tf.training.config import DEFAULT_CONFIG, load_config
+from simmim_tf.training.config import load_run_config
 from simmim_tf.training.tasks import build_preprocessor
 
 
@@ -35,12 +35,7 @@ def ask(
     ```
     """
     run_dir, image = pathlib.Path(run_dir), pathlib.Path(image)
-    config = load_config(run_dir / "config.yaml", defaults=DEFAULT_CONFIG)
-    if config["finetune"]["task"] != "vqa":
-        raise ValueError(
-            f"{run_dir} is a {config['finetune']['task']!r} run; ask needs a "
-            "finetune.task vqa run."
-        )
+    config = load_run_config(run_dir, ("vqa",), "ask needs a finetune.task vqa run.")
     if not questions:
         raise ValueError("Ask at least one question.")
     if not image.is_file():

@@ -46,7 +46,7 @@ from simmim_tf.model_files import load_model_file
 from simmim_tf.models.classifier import SimMIMClassifier
 from simmim_tf.models.inputs import MODALITIES
 from simmim_tf.models.retriever import rerank_candidates
-from simmim_tf.training.config import DEFAULT_CONFIG, load_config
+from simmim_tf.training.config import load_run_config
 from simmim_tf.training.data import load_splits
 from simmim_tf.training.tasks import build_preprocessor
 
@@ -115,15 +115,12 @@ def export_run(
 def load_run(run_dir: str | os.PathLike) -> tuple[keras.Model, dict]:
     """A SimMIM finetune run's model and config (task `retrieve`, `classify` or
     `vqa`)."""
-    run_dir = pathlib.Path(run_dir)
-    config = load_config(run_dir / "config.yaml", defaults=DEFAULT_CONFIG)
-    task = config["finetune"]["task"]
-    if task not in EXPORTED_TASKS:
-        raise ValueError(
-            f"{run_dir} is a {task!r} run; export takes SimMIM runs "
-            f"(finetune.task one of {EXPORTED_TASKS})."
-        )
-    return load_model_file(run_dir / "model.keras"), config
+    config = load_run_config(
+        run_dir,
+        EXPORTED_TASKS,
+        f"export takes SimMIM runs (finetune.task one of {EXPORTED_TASKS}).",
+    )
+    return load_model_file(pathlib.Path(run_dir) / "model.keras"), config
 
 
 def serving_versions() -> dict[str, str]:

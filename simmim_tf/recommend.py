@@ -17,7 +17,7 @@ import tensorflow as tf
 from simmim_tf.evaluation.plots import plot_retrieval_grid
 from simmim_tf.model_files import load_model_file
 from simmim_tf.models.gallery_index import GalleryIndex
-from simmim_tf.training.config import DEFAULT_CONFIG, load_config
+from simmim_tf.training.config import load_run_config
 from simmim_tf.training.data import load_splits, make_batches
 from simmim_tf.training.tasks import build_preprocessor
 
@@ -56,12 +56,11 @@ def recommend(
     ```
     """
     run_dir = pathlib.Path(run_dir)
-    config = load_config(run_dir / "config.yaml", defaults=DEFAULT_CONFIG)
-    if config["finetune"]["task"] != "retrieve":
-        raise ValueError(
-            f"{run_dir} is a {config['finetune']['task']!r} run; recommending needs "
-            "a retrieval run (finetune.task=retrieve)."
-        )
+    config = load_run_config(
+        run_dir,
+        ("retrieve",),
+        "recommending needs a retrieval run (finetune.task=retrieve).",
+    )
     if not texts:
         raise ValueError("No text to recommend emoji for.")
     if artist is not None:

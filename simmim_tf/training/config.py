@@ -146,6 +146,19 @@ def load_config(
     return config
 
 
+def load_run_config(run_dir: str | os.PathLike, tasks: Sequence[str], needs: str) -> dict:
+    """A finetune run's `config.yaml` (over the defaults), if its task is one of `tasks`.
+
+    Raises:
+        ValueError: another task: "{run_dir} is a '{task}' run; {needs}".
+    """
+    config = load_config(os.path.join(run_dir, "config.yaml"), defaults=DEFAULT_CONFIG)
+    task = config["finetune"]["task"]
+    if task not in tasks:
+        raise ValueError(f"{run_dir} is a {task!r} run; {needs}")
+    return config
+
+
 def save_config(config: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write `config` as YAML, atomically.
 
