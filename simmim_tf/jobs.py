@@ -31,6 +31,11 @@ from simmim_tf.training.data import (
     make_batches,
     task_label,
 )
+from simmim_tf.training.distribute import (
+    is_chief,
+    make_strategy,
+    synchronize_batch_norm,
+)
 from simmim_tf.training.fit import fit_model
 from simmim_tf.training.tasks import (
     build_preprocessor,
@@ -42,28 +47,35 @@ from simmim_tf.training.tasks import (
 def run_pretrain(config: dict) -> dict:
     """Pre-train a backbone on image-text pairs (no labels); save it as a preset.
 
+    Trains under the config's `distribute` strategy; only its chief writes.
     Returns a dict with `backbone` (the preset folder), `history`, `seconds`.
     """
+    strategy = make_strategy(config["distribute"])  # before any other TF work
     check_unseen_test_artist(config["data"])
     check_scene_task(config, "pretrain")
     keras.utils.set_random_seed(config["seed"])
     run_dir = pathlib.Path(config["run_dir"])
-    save_config(config, run_dir / "config.yaml")
+    chief = is_chief(strategy)
+    if chief:
+        save_config(config, run_dir / "config.yaml")
     splits, _ = load_splits(config)
     preprocessor = build_preprocessor(config, pretraining=True)
-    pretrainer = build_pretrainer(config)
-    history, seconds = fit_model(
-        pretrainer,
-        config["pretrain"],
-        make_batches(
-            config, splits["train"], preprocessor, training=True, contrastive=True
-        ),
-        make_batches(config, splits["validation"], preprocessor, contrastive=True),
-        run_dir,
-        monitor="val_total_loss",
-    )
-    with atomic_directory(run_dir / "backbone") as folder:
-        pretrainer.backbone.save_to_preset(folder)
+    with strategy.scope():
+        pretrainer = build_pretrainer(config)
+        synchronize_batch_norm(pretrainer)
+        history, seconds = fit_model(
+            pretrainer,
+            config["pretrain"],
+            make_batches(
+                config, splits["train"], preprocessor, training=True, contrastive=True
+            ),
+            make_batches(config, splits["validation"], preprocessor, contrastive=True),
+            run_dir,
+            monitor="val_total_loss",
+        )
+    if chief:
+        with atomic_directory(run_dir / "backbone") as folder:
+            pretrainer.backbone.save_to_preset(folder)
     return {"backbone": str(run_dir / "backbone"), "history": history, "seconds": seconds}
 
 
@@ -72,37 +84,50 @@ def run_finetune(
 ) -> dict:
     """Fine-tune for `finetune.task` with `fit`; save `model.keras`; evaluate.
 
-    `callbacks` (Keras callbacks) run during `fit` after the standard ones.
+    Trains under the config's `distribute` strategy; only its chief writes and
+    evaluates (on one device: a model of several replicas is read back from
+    `model.keras` first). `callbacks` (Keras callbacks) run during `fit` after
+    the standard ones.
 
     Returns a dict with `model`, `history`, `seconds` and `metrics` (see
-    `simmim_tf.evaluation.evaluate`).
+    `simmim_tf.evaluation.evaluate`; None on the other workers).
     """
+    strategy = make_strategy(config["distribute"])  # before any other TF work
     check_unseen_test_artist(config["data"])
     check_scene_task(config, "finetune")
     check_pretraining_split(config)
     keras.utils.set_random_seed(config["seed"])
     run_dir = pathlib.Path(config["run_dir"])
-    save_config(config, run_dir / "config.yaml")
+    chief = is_chief(strategy)
+    if chief:
+        save_config(config, run_dir / "config.yaml")
     splits, builder = load_splits(config)
     preprocessor = build_preprocessor(config)
     retrieval = config["finetune"]["task"] == "retrieve"
     label, num_classes = task_label(config, builder)
-    model = build_task_model(config, num_classes)
     batches = dict(label_key=label, contrastive=retrieval)
-    history, seconds = fit_model(
-        model,
-        config["finetune"],
-        make_batches(config, splits["train"], preprocessor, training=True, **batches),
-        make_batches(config, splits["validation"], preprocessor, **batches),
-        run_dir,
-        monitor="val_total_loss" if retrieval else "val_loss",
-        callbacks=callbacks,
-    )
+    with strategy.scope():
+        model = build_task_model(config, num_classes)
+        synchronize_batch_norm(model)
+        history, seconds = fit_model(
+            model,
+            config["finetune"],
+            make_batches(config, splits["train"], preprocessor, training=True, **batches),
+            make_batches(config, splits["validation"], preprocessor, **batches),
+            run_dir,
+            monitor="val_total_loss" if retrieval else "val_loss",
+            callbacks=callbacks,
+        )
+    result = {"model": model, "history": history, "seconds": seconds, "metrics": None}
+    if not chief:
+        return result
     with atomic_path(run_dir / "model.keras", suffix=".keras") as temp:
         model.save(temp)
+    if strategy.num_replicas_in_sync > 1:
+        model = load_model_file(run_dir / "model.keras")
     metrics = evaluate_model(model, config, splits, preprocessor, run_dir)
     write_metrics(run_dir, config, metrics)
-    return {"model": model, "history": history, "seconds": seconds, "metrics": metrics}
+    return {**result, "model": model, "metrics": metrics}
 
 
 def evaluate_run(run_dir: str | pathlib.Path, config: dict) -> dict:

@@ -99,7 +99,8 @@ def test_multi_positive_infonce_on_a_hand_worked_case():
     logits = np.array([[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
     layer = ContrastiveLoss(initial_temperature=1.0)
     layer.similarity = lambda images, texts: tf.constant(logits, tf.float32)
-    loss = float(layer(None, None, pair_ids=tf.constant([7, 7, 3])))
+    three = tf.zeros([3, 4])  # three examples; their scores are the logits above
+    loss = float(layer(three, three, pair_ids=tf.constant([7, 7, 3])))
     # Rows 0 and 1: half the target on each of texts 0 and 1.
     # log-softmax of [2, 1, 0]: [2, 1, 0] - log(e^2 + e + 1).
     z = math.log(math.exp(2) + math.exp(1) + 1)
@@ -109,11 +110,11 @@ def test_multi_positive_infonce_on_a_hand_worked_case():
     # The logits are symmetric, so text -> image gives the same rows.
     assert loss == pytest.approx((2 * row_01 + row_2) / 3, rel=1e-6)
     # Without ids, each row has one positive: plain InfoNCE.
-    plain = float(layer(None, None))
+    plain = float(layer(three, three))
     diagonal = -np.mean([2 - z, 2 - z, 1 - math.log(2 + math.e)])
     assert plain == pytest.approx(diagonal, rel=1e-6)
     # Distinct ids are the same as no ids.
-    assert float(layer(None, None, pair_ids=tf.constant([0, 1, 2]))) == pytest.approx(
+    assert float(layer(three, three, pair_ids=tf.constant([0, 1, 2]))) == pytest.approx(
         plain
     )
 

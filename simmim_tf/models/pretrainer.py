@@ -24,6 +24,7 @@ from simmim_tf.pretraining.masking import (
 )
 from simmim_tf.pretraining.matching import MatchingHead
 from simmim_tf.pretraining.mlm import masked_cross_entropy
+from simmim_tf.pretraining.replicas import replica_share
 
 LOSS_NAMES = ("mim", "mlm", "itc", "itm")
 
@@ -235,7 +236,7 @@ class SimMIMPretrainer(keras.Model):
             total += self.loss_weights_by_name[name] * value
             self.trackers[name].update_state(value)
         self.trackers["total"].update_state(total)
-        return total
+        return replica_share(total)
 
     @property
     def metrics(self):

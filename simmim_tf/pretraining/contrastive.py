@@ -7,6 +7,8 @@ import math
 import keras
 import tensorflow as tf
 
+from simmim_tf.pretraining.replicas import gather_replicas
+
 # The optional model input that names each example's pair: examples with
 # equal ids are positives of each other in the contrastive losses.
 PAIR_IDS = "pair_ids"
@@ -21,7 +23,9 @@ class ContrastiveLoss(keras.layers.Layer):
     pair as the target. With `pair_ids`, every pair with the same id is a
     positive (multi-positive InfoNCE, as in SupCon): the target of row i is
     spread evenly over them, so one emoji drawn by two artists in a batch is
-    never pushed away from its own text. The temperature T is learnable, stored as
+    never pushed away from its own text. Under a `tf.distribute` strategy of
+    several replicas the negatives are every replica's (all-gathered), as
+    CLIP trains. The temperature T is learnable, stored as
     `log(1 / T)`, initialised at `initial_temperature` (0.07, as in CLIP) and
     clipped so that 1/T stays <= 100. The layer computes in float32 whatever
     the model's dtype policy.
@@ -65,14 +69,25 @@ class ContrastiveLoss(keras.layers.Layer):
         return tf.exp(tf.minimum(self.log_inverse_temperature, math.log(100.0)))
 
     def call(self, image_embeddings, text_embeddings, pair_ids=None):
-        logits = self.similarity(image_embeddings, text_embeddings)
-        positives = positive_pairs(tf.shape(logits)[0], pair_ids)
-        targets = tf.cast(positives, logits.dtype)
+        # Under a strategy of several replicas each one scores its own rows
+        # against every replica's columns: the negatives of the global batch.
+        local = tf.shape(image_embeddings)[0]
+        if pair_ids is None:
+            (images, texts), first = gather_replicas(image_embeddings, text_embeddings)
+            rows, columns = first + tf.range(local), tf.range(tf.shape(images)[0])
+        else:
+            rows = tf.reshape(pair_ids, [-1])
+            (images, texts, columns), _ = gather_replicas(
+                image_embeddings, text_embeddings, rows
+            )
+        targets = tf.cast(tf.equal(rows[:, None], columns[None, :]), tf.float32)
         targets /= tf.reduce_sum(targets, axis=1, keepdims=True)
-        # The positives are symmetric, so one target matrix serves both ways.
-        image_to_text = tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+        # Positives are symmetric, so one target matrix serves both ways.
+        image_to_text = tf.nn.softmax_cross_entropy_with_logits(
+            targets, self.similarity(image_embeddings, texts)
+        )
         text_to_image = tf.nn.softmax_cross_entropy_with_logits(
-            targets, tf.transpose(logits)
+            targets, self.similarity(text_embeddings, images)
         )
         return 0.5 * (tf.reduce_mean(image_to_text) + tf.reduce_mean(text_to_image))
 

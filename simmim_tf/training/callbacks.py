@@ -104,7 +104,11 @@ class ResumableBackupAndRestore(keras.callbacks.BackupAndRestore):
     weights file) are restored with the epoch of `training_metadata.json`.
 
     Args:
-        backup_dir: str or `PathLike`. Folder of the backup; not shared.
+        backup_dir: str or `PathLike`. Folder of the backup; not shared with
+            another run.
+        read_only: bool. Only restore, never write or delete: the workers of
+            a multi-worker run other than the chief, which restore the
+            chief's backup from the shared run folder.
         **kwargs: the other `keras.callbacks.BackupAndRestore` arguments.
 
     Example:
@@ -117,8 +121,9 @@ class ResumableBackupAndRestore(keras.callbacks.BackupAndRestore):
     # HDF5 attribute of the weights file holding the JSON training metadata.
     METADATA_ATTRIBUTE = "training_metadata"
 
-    def __init__(self, backup_dir: str | os.PathLike, **kwargs):
+    def __init__(self, backup_dir: str | os.PathLike, read_only: bool = False, **kwargs):
         super().__init__(os.fspath(backup_dir), **kwargs)
+        self.read_only = read_only
 
     @property
     def _is_local(self) -> bool:
@@ -128,7 +133,7 @@ class ResumableBackupAndRestore(keras.callbacks.BackupAndRestore):
         self._current_epoch = epoch
 
     def on_train_begin(self, logs=None):
-        if self._is_local:
+        if self._is_local and not self.read_only:
             self._remove_leftovers()
         super().on_train_begin(logs)
 
@@ -150,6 +155,8 @@ class ResumableBackupAndRestore(keras.callbacks.BackupAndRestore):
                     os.unlink(temp)
 
     def _save_model(self):
+        if self.read_only:
+            return
         if not self._is_local:
             return super()._save_model()
         os.makedirs(self.backup_dir, exist_ok=True)
@@ -203,6 +210,8 @@ class ResumableBackupAndRestore(keras.callbacks.BackupAndRestore):
             self.model._initial_epoch = json.loads(metadata)["epoch"]
 
     def on_train_end(self, logs=None):
+        if self.read_only:
+            return
         if not self._is_local:
             return super().on_train_end(logs)
         if not (self.delete_checkpoint and os.path.exists(self.backup_dir)):
@@ -242,7 +251,8 @@ class ScheduledLearningRate(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         optimizer = self.model.optimizer
-        optimizer.learning_rate = float(self.schedule(int(optimizer.iterations)))
+        step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        optimizer.learning_rate = float(self.schedule(step))
 
 
 EPOCH_LOG = "epochs.csv"
@@ -286,6 +296,7 @@ def standard_callbacks(
     patience: int | None = 5,
     backup_save_freq: int | str = "epoch",
     tensorboard: bool = True,
+    writes: bool = True,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of a resumable run that keeps its best weights.
 
@@ -327,6 +338,9 @@ def standard_callbacks(
         backup_save_freq: int or `"epoch"`. Backup every that many batches, or
             at each epoch end.
         tensorboard: bool. Whether to log to TensorBoard.
+        writes: bool. False for a multi-worker run's workers other than the
+            chief: they write nothing (no logs, checkpoints or backups) and
+            restore the chief's backup from the shared `run_dir`.
 
     Returns:
         A list of callbacks for `model.fit`.
@@ -352,34 +366,40 @@ def standard_callbacks(
             "positive number of batches."
         )
     run_dir = os.fspath(run_dir)
-    epoch_log = os.path.join(run_dir, EPOCH_LOG)
-    if not os.path.isdir(os.path.join(run_dir, "backup")):  # not a resume
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(epoch_log)
-    os.makedirs(run_dir, exist_ok=True)
+    backup_dir = os.path.join(run_dir, "backup")
     callbacks: list[keras.callbacks.Callback] = []
-    if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
+    if writes:
+        epoch_log = os.path.join(run_dir, EPOCH_LOG)
+        if not os.path.isdir(backup_dir):  # not a resume
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(epoch_log)
+        os.makedirs(run_dir, exist_ok=True)
+        if tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
+        callbacks += [
+            EpochTimer(),  # before the logger, which writes the seconds it adds
+            # Before the backup: an epoch is logged before its end-of-epoch
+            # backup, so a kill in between logs it twice (`epoch_history`
+            # keeps the last).
+            keras.callbacks.CSVLogger(epoch_log, append=True),
+            AtomicModelCheckpoint(
+                os.path.join(run_dir, "checkpoints", "best.weights.h5"),
+                monitor=monitor,
+                mode=mode,
+                save_best_only=True,
+                save_weights_only=True,
+            ),
+        ]
     callbacks += [
-        EpochTimer(),  # before the logger, which writes the seconds it adds
-        # Before the backup: an epoch is logged before its end-of-epoch backup,
-        # so a kill in between logs it twice (`epoch_history` keeps the last).
-        keras.callbacks.CSVLogger(epoch_log, append=True),
-        AtomicModelCheckpoint(
-            os.path.join(run_dir, "checkpoints", "best.weights.h5"),
-            monitor=monitor,
-            mode=mode,
-            save_best_only=True,
-            save_weights_only=True,
-        ),
         ResumableBackupAndRestore(
-            os.path.join(run_dir, "backup"),
+            backup_dir,
             save_freq=backup_save_freq,
             delete_checkpoint=True,
+            read_only=not writes,
         ),
         keras.callbacks.TerminateOnNaN(),
     ]
-    if patience is not None:
+    if patience is not None:  # all workers stop together: the logs are all-reduced
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor=monitor, mode=mode, patience=patience, restore_best_weights=True

@@ -80,6 +80,13 @@ DEFAULT_CONFIG: dict = {
         "patience": None,
         "rerank_k": 16,
     },
+    # Devices and hosts (`simmim_tf.training.distribute`, docs/distributed.md):
+    # default | mirrored (several devices of a host) | multi_worker (hosts of
+    # TF_CONFIG). data.batch_size is the global batch.
+    "distribute": {
+        "strategy": "default",
+        "devices": None,  # mirrored: e.g. ["/gpu:0", "/gpu:1"]; None: every GPU
+    },
 }
 TASKS = ("retrieve", "classify", "baseline", "vqa")
 DTYPES = ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "float16")

@@ -267,7 +267,14 @@ def make_batches(
         rest = rest if rest >= MIN_PAIRS else 0
     # The concept split's filter hides the length; progress bars and the
     # learning-rate schedule need it.
-    return batches.apply(tf.data.experimental.assert_cardinality(full + (rest > 0)))
+    batches = batches.apply(tf.data.experimental.assert_cardinality(full + (rest > 0)))
+    # A multi-worker run gives each worker its share of every global batch
+    # (the examples come from no files a worker could own).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
+    return batches.with_options(options)
 
 
 def _has_pairs(inputs, *labels):

@@ -19,6 +19,7 @@ from simmim_tf.training.callbacks import (
     standard_callbacks,
 )
 from simmim_tf.training.config import SCHEDULES
+from simmim_tf.training.distribute import build_from_a_local_batch, is_chief
 
 # A killed run resumes from at most this many steps back.
 BACKUP_EVERY_STEPS = 20
@@ -56,6 +57,8 @@ def fit_model(
 
     Writes TensorBoard logs, checkpoints and a backup (see
     `standard_callbacks`), then `history.json` and `training_curves.png`.
+    Under a multi-worker strategy only the chief writes; the other workers
+    restore the chief's backup when resuming (the run folder is shared).
 
     Args:
         model: keras.Model. Any task (or the pretrainer).
@@ -73,17 +76,20 @@ def fit_model(
         model(batch[0] if isinstance(batch, tuple) else batch)
     rate = learning_rate(settings, steps_per_epoch=int(train.cardinality()))
     extra_callbacks = list(callbacks)
+    chief = is_chief()
     callbacks = standard_callbacks(
         run_dir,
         monitor=monitor,
         mode="min",
         patience=settings.get("patience"),
         backup_save_freq=BACKUP_EVERY_STEPS,
+        writes=chief,
     )
     if callable(rate):
         callbacks.append(ScheduledLearningRate(rate))
         rate = float(rate(0))
     model.compile(optimizer=keras.optimizers.AdamW(rate))
+    build_from_a_local_batch(model)
     start = time.perf_counter()
     history = model.fit(
         train,
@@ -93,6 +99,9 @@ def fit_model(
         callbacks=callbacks + extra_callbacks,
     )
     seconds = time.perf_counter() - start
+    if not chief:
+        history = history.history
+        return {key: history[key] for key in history if key != EPOCH_SECONDS}, seconds
     # Every epoch, those before a resume too (fit's own history has only the
     # epochs it ran).
     logged = epoch_history(run_dir)
