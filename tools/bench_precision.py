@@ -47,12 +47,15 @@ def training_batch(config: dict) -> dict:
     }
 
 
-def step_timer(task: dict, dtype: str):
-    """A function that runs `steps` training steps and returns their seconds."""
-    config = default_config(model=dict(dtype=dtype), finetune=task)
-    model = build_task_model(config, num_classes=NUM_CLASSES)
+def step_timer(config: dict, model: keras.Model | None = None):
+    """A function that runs `steps` training steps and returns their seconds.
+
+    The model is the config's task model unless `model` is given.
+    """
+    model = model or build_task_model(config, num_classes=NUM_CLASSES)
     x = training_batch(config)
-    y = np.arange(len(x["images"])) % NUM_CLASSES if task["task"] != "retrieve" else None
+    retrieval = config["finetune"]["task"] == "retrieve"
+    y = None if retrieval else np.arange(len(x["images"])) % NUM_CLASSES
     model(x)
     model.compile(optimizer=keras.optimizers.AdamW(1e-4))
     batches = tf.data.Dataset.from_tensors((x, y) if y is not None else x)
@@ -76,7 +79,10 @@ def main() -> None:
     records = []
     batch = default_config()["data"]["batch_size"]
     for name, task in TASKS.items():
-        timers = {dtype: step_timer(task, dtype) for dtype in POLICIES}
+        timers = {
+            dtype: step_timer(default_config(model=dict(dtype=dtype), finetune=task))
+            for dtype in POLICIES
+        }
         seconds = {dtype: [] for dtype in POLICIES}
         for _ in range(args.rounds):
             for dtype, run in timers.items():

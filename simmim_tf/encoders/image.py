@@ -25,6 +25,8 @@ _RESNET18 = {
 IMAGE_ENCODER_CONFIGS: dict[str, dict] = {
     # CPU default: 64 px -> 4x4 cells.
     "resnet18_64px": {**_RESNET18, "image_shape": (64, 64, 3)},
+    # The plain CLIP recipe of issue 11: 96 px -> 6x6 cells.
+    "resnet18_96px": {**_RESNET18, "image_shape": (96, 96, 3)},
     # Emoji scenes (VQA): 128 px -> 8x8 cells, so each emoji of a 2x2 scene
     # covers 4x4 image nodes.
     "resnet18_128px": {**_RESNET18, "image_shape": (128, 128, 3)},
