@@ -25,10 +25,6 @@ import time
 
 import numpy as np
 
-from simmim_tf.atomic import atomic_write_text
-from simmim_tf.evaluation.report import print_table
-from simmim_tf.models.gallery_index import top_k_by_similarity
-
 WIDTH, QUERIES, CENTRES, K = 128, 1000, 2000, 10
 
 
@@ -52,6 +48,11 @@ def timed(fn) -> tuple[float, object]:
 
 
 def main() -> None:
+    # Here, not at the top: tools/bench_scann.py reuses this file's data in a
+    # virtualenv without TensorFlow (ScaNN's wheel clashes with it).
+    from simmim_tf.atomic import atomic_write_text
+    from simmim_tf.evaluation.report import print_table
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000]
@@ -98,6 +99,8 @@ def main() -> None:
 
 def bench_gallery(items: np.ndarray, queries: np.ndarray, faiss, args) -> dict:
     """Method -> (search seconds, build seconds, found, exact, index bytes)."""
+    from simmim_tf.models.gallery_index import top_k_by_similarity
+
     top_k_by_similarity(queries[:8], items, K)  # warm up TensorFlow
     seconds, (_, exact) = timed(lambda: top_k_by_similarity(queries, items, K))
     results = {"exact top_k": (seconds, 0.0, exact, exact, items.nbytes)}
