@@ -39,9 +39,13 @@ from simmim_tf.evaluation.evaluate import (
 )
 from simmim_tf.evaluation.plots import plot_training_curves
 from simmim_tf.evaluation.report import write_results_markdown
+from simmim_tf.training.callbacks import EPOCH_LOG, EPOCH_SECONDS, epoch_history
 from simmim_tf.training.config import DEFAULT_CONFIG, default_config, load_config
 
 VQA_IMAGE_SIZE = 64
+# Column of every table: the fine-tuning minutes of the row's runs (seeds
+# together; pre-training not included), read from their `epochs.csv`.
+COST = "train min"
 PRETRAIN_VARIANTS = {
     "MIM only": dict(mim_weight=1.0, mlm_weight=0.0, itc_weight=0.0, itm_weight=0.0),
     "ITC only": dict(mim_weight=0.0, mlm_weight=0.0, itc_weight=1.0, itm_weight=0.0),
@@ -116,7 +120,10 @@ def main() -> None:
             jobs.run_finetune(cfg)
             runs_made.append(name)
         histories[name] = json.loads((metrics_file.parent / "history.json").read_text())
-        return read_metrics(cfg["run_dir"], cfg)
+        return {
+            **read_metrics(cfg["run_dir"], cfg),
+            COST: training_minutes(cfg["run_dir"]),
+        }
 
     def pretrain(name, weights):
         cfg = config(f"pretrain-{name}", pretrain=weights)
@@ -343,6 +350,23 @@ VQA_NOTE = (
 )
 
 
+def training_minutes(run_dir: str) -> float | None:
+    """Minutes the run's epochs took (`epochs.csv`), or None for a run made
+    before epochs were logged or timed."""
+    if not (pathlib.Path(run_dir) / EPOCH_LOG).is_file():
+        return None
+    seconds = epoch_history(run_dir).get(EPOCH_SECONDS)
+    return sum(seconds) / 60 if seconds else None
+
+
+def _cost(runs: list[dict]) -> str:
+    """The training minutes of a row's runs, all seeds together."""
+    minutes = [run[COST] for run in runs]
+    if any(m is None for m in minutes):
+        return "–"
+    return f"{sum(minutes):.0f}"
+
+
 def _mean_spread(values: list[float]) -> str:
     mean = float(np.mean(values))
     if len(values) == 1:
@@ -354,7 +378,7 @@ def retrieval_rows(results: dict[str, list[dict]], direction: str) -> list[dict]
     rows = []
     for name, runs in results.items():
         for ranking in RANKINGS:
-            row = {"model": f"{name}, {ranking}"}
+            row = {"model": f"{name}, {ranking}", COST: _cost(runs)}
             for gallery, short in zip(GALLERIES, ("full", "held-out"), strict=True):
                 for k in ("R@1", "R@5", "R@10"):
                     row[f"{short} {k}"] = _mean_spread(
@@ -368,6 +392,7 @@ def classification_rows(results: dict[str, list[dict]]) -> list[dict]:
     return [
         {
             "model": name,
+            COST: _cost(runs),
             **{
                 f"{label} acc": _mean_spread([r["accuracy"][label] for r in runs])
                 for label in ("subgroup", "group")
@@ -385,6 +410,7 @@ def vqa_rows(results: dict[str, list[dict]]) -> list[dict]:
             rows.append(
                 {
                     "model": f"{name}, {short}",
+                    COST: _cost(runs),
                     **{
                         kind: _mean_spread([r[kind] for r in by_type])
                         for kind in by_type[0]
