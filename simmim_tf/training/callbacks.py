@@ -97,7 +97,7 @@ class ResumableBackupAndRestore(keras.callbacks.BackupAndRestore):
       `on_epoch_begin` records the epoch in progress.
 
     This overrides Keras' private `_save_model` and `_load_model` (tested with
-    Keras 3.15; `setup.py` pins `keras>=3.10,<4`): they only rely on Keras
+    Keras 3.15; `setup.py` pins `keras>=3.15,<3.16`): they only rely on Keras
     calling `_save_model()` from `on_epoch_end` and `on_train_batch_end` and
     `_load_model()` from `on_train_begin`. Remote folders (`gs://…`) keep
     Keras' direct writes. Backups written by stock Keras (no epoch inside the
