@@ -9,7 +9,8 @@ the same frozen text tower as SimMIM); SimMIM without graph
 rounds (K=0); SimMIM from scratch (also for as many epochs as pre-training
 plus fine-tuning, the compute-matched control); SimMIM pre-trained with MIM
 only, ITC only and all losses; dual-encoder retrieval vs graph re-ranking;
-questions about emoji scenes (VQA) for K=0, 1, 2 and the baseline.
+questions about emoji scenes (VQA) for K=0, 1, 2 (GATv2 and dot-product
+attention) and the baseline.
 Every run trains for its full epochs unless `--patience` is given; the
 baselines train for `--baseline-epochs` (their training accuracy flattens
 later than SimMIM's). Runs go to `--runs-dir`; rerunning resumes unfinished
@@ -203,6 +204,21 @@ def main() -> None:
             )
             for s in count
         ]
+    # GATv2's additive score against a dot product between a token and a cell.
+    answers["SimMIM K=2, dot-product attention, from scratch"] = [
+        finetune(
+            "vqa-k2-dot-product",
+            s,
+            data=scenes,
+            finetune=vqa,
+            model=dict(
+                image_encoder=f"resnet18_{VQA_IMAGE_SIZE}px",
+                attention_type="dot_product",
+                dtype="mixed_bfloat16",
+            ),
+        )
+        for s in seeds
+    ]
     answers["LateFusionBaseline (CNN + frozen MiniLM-L6)"] = [
         finetune("vqa-baseline", s, data=scenes, finetune=dict(task="baseline"))
         for s in seeds
