@@ -188,37 +188,35 @@ def main() -> None:
     # BatchNorm and pooling are slower in bf16 here).
     scenes = dict(scenes=True, image_size=VQA_IMAGE_SIZE)
     vqa = dict(task="vqa")
-    answers = {}
-    for rounds, count in ((0, seeds), (1, range(1)), (2, seeds)):
-        answers[f"SimMIM K={rounds}, from scratch"] = [
+    # Rounds K, and GATv2's additive score against a dot product between a
+    # token and a cell.
+    simmim_on_scenes = {
+        "SimMIM K=0, from scratch": ("vqa-k0", dict(num_rounds=0), seeds),
+        "SimMIM K=1, from scratch": ("vqa-k1", dict(num_rounds=1), range(1)),
+        "SimMIM K=2, from scratch": ("vqa-k2", dict(num_rounds=2), seeds),
+        "SimMIM K=2, dot-product attention, from scratch": (
+            "vqa-k2-dot-product",
+            dict(attention_type="dot_product"),
+            seeds,
+        ),
+    }
+    answers = {
+        name: [
             finetune(
-                f"vqa-k{rounds}",
+                run,
                 s,
                 data=scenes,
                 finetune=vqa,
                 model=dict(
                     image_encoder=f"resnet18_{VQA_IMAGE_SIZE}px",
-                    num_rounds=rounds,
                     dtype="mixed_bfloat16",
+                    **model,
                 ),
             )
             for s in count
         ]
-    # GATv2's additive score against a dot product between a token and a cell.
-    answers["SimMIM K=2, dot-product attention, from scratch"] = [
-        finetune(
-            "vqa-k2-dot-product",
-            s,
-            data=scenes,
-            finetune=vqa,
-            model=dict(
-                image_encoder=f"resnet18_{VQA_IMAGE_SIZE}px",
-                attention_type="dot_product",
-                dtype="mixed_bfloat16",
-            ),
-        )
-        for s in seeds
-    ]
+        for name, (run, model, count) in simmim_on_scenes.items()
+    }
     answers["LateFusionBaseline (CNN + frozen MiniLM-L6)"] = [
         finetune("vqa-baseline", s, data=scenes, finetune=dict(task="baseline"))
         for s in seeds
