@@ -31,11 +31,7 @@ from simmim_tf.training.data import (
     make_batches,
     task_label,
 )
-from simmim_tf.training.distribute import (
-    is_chief,
-    make_strategy,
-    synchronize_batch_norm,
-)
+from simmim_tf.training.distribute import is_chief, make_strategy
 from simmim_tf.training.fit import fit_model
 from simmim_tf.training.tasks import (
     build_preprocessor,
@@ -62,7 +58,6 @@ def run_pretrain(config: dict) -> dict:
     preprocessor = build_preprocessor(config, pretraining=True)
     with strategy.scope():
         pretrainer = build_pretrainer(config)
-        synchronize_batch_norm(pretrainer)
         history, seconds = fit_model(
             pretrainer,
             config["pretrain"],
@@ -108,7 +103,6 @@ def run_finetune(
     batches = dict(label_key=label, contrastive=retrieval)
     with strategy.scope():
         model = build_task_model(config, num_classes)
-        synchronize_batch_norm(model)
         history, seconds = fit_model(
             model,
             config["finetune"],

@@ -19,7 +19,11 @@ from simmim_tf.training.callbacks import (
     standard_callbacks,
 )
 from simmim_tf.training.config import SCHEDULES
-from simmim_tf.training.distribute import build_from_a_local_batch, is_chief
+from simmim_tf.training.distribute import (
+    build_from_a_local_batch,
+    is_chief,
+    synchronize_batch_norm,
+)
 
 # A killed run resumes from at most this many steps back.
 BACKUP_EVERY_STEPS = 20
@@ -57,8 +61,10 @@ def fit_model(
 
     Writes TensorBoard logs, checkpoints and a backup (see
     `standard_callbacks`), then `history.json` and `training_curves.png`.
-    Under a multi-worker strategy only the chief writes; the other workers
-    restore the chief's backup when resuming (the run folder is shared).
+    Under a strategy of several replicas, batch normalisation averages over
+    all of them; under a multi-worker strategy only the chief writes, and the
+    other workers restore the chief's backup when resuming (the run folder is
+    shared).
 
     Args:
         model: keras.Model. Any task (or the pretrainer).
@@ -89,6 +95,7 @@ def fit_model(
         callbacks.append(ScheduledLearningRate(rate))
         rate = float(rate(0))
     model.compile(optimizer=keras.optimizers.AdamW(rate))
+    synchronize_batch_norm(model)
     build_from_a_local_batch(model)
     start = time.perf_counter()
     history = model.fit(
