@@ -50,9 +50,7 @@ def ask(
     inputs = build_preprocessor(config)(
         {"images": image_bytes, "texts": np.array(questions)}
     )
-    logits = model.predict(inputs, verbose=0)
-    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-    probabilities /= probabilities.sum(-1, keepdims=True)
+    probabilities = tf.nn.softmax(model.predict(inputs, verbose=0), -1).numpy()
     top = np.argsort(-probabilities, axis=-1)[:, :k]
     return [
         [(model.answers[i], float(row[i])) for i in ranked]
