@@ -46,7 +46,8 @@ def run_pretrain(config: dict) -> dict:
     Trains under the config's `distribute` strategy; only its chief writes.
     Returns a dict with `backbone` (the preset folder), `history`, `seconds`.
     """
-    strategy = make_strategy(config["distribute"])  # before any other TF work
+    # Before any other TF work.
+    strategy = make_strategy(config["distribute"], config["model"]["jit_compile"])
     check_unseen_test_artist(config["data"])
     check_scene_task(config, "pretrain")
     keras.utils.set_random_seed(config["seed"])
@@ -64,9 +65,16 @@ def run_pretrain(config: dict) -> dict:
             make_batches(
                 config, splits["train"], preprocessor, training=True, contrastive=True
             ),
-            make_batches(config, splits["validation"], preprocessor, contrastive=True),
+            make_batches(
+                config,
+                splits["validation"],
+                preprocessor,
+                contrastive=True,
+                static_shapes=config["model"]["jit_compile"],
+            ),
             run_dir,
             monitor="val_total_loss",
+            jit_compile=config["model"]["jit_compile"],
         )
     if chief:
         with atomic_directory(run_dir / "backbone") as folder:
@@ -87,7 +95,8 @@ def run_finetune(
     Returns a dict with `model`, `history`, `seconds` and `metrics` (see
     `simmim_tf.evaluation.evaluate`; None on the other workers).
     """
-    strategy = make_strategy(config["distribute"])  # before any other TF work
+    # Before any other TF work.
+    strategy = make_strategy(config["distribute"], config["model"]["jit_compile"])
     check_unseen_test_artist(config["data"])
     check_scene_task(config, "finetune")
     check_pretraining_split(config)
@@ -107,10 +116,17 @@ def run_finetune(
             model,
             config["finetune"],
             make_batches(config, splits["train"], preprocessor, training=True, **batches),
-            make_batches(config, splits["validation"], preprocessor, **batches),
+            make_batches(
+                config,
+                splits["validation"],
+                preprocessor,
+                static_shapes=config["model"]["jit_compile"],
+                **batches,
+            ),
             run_dir,
             monitor="val_total_loss" if retrieval else "val_loss",
             callbacks=callbacks,
+            jit_compile=config["model"]["jit_compile"],
         )
     result = {"model": model, "history": history, "seconds": seconds, "metrics": None}
     if not chief:

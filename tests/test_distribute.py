@@ -189,10 +189,14 @@ def test_strategy_settings_are_checked():
         ({"strategy": "horovod"}, "must be one of"),
         ({"strategy": "default", "devices": ["/cpu:0"]}, "only applies to the mirrored"),
         ({"strategy": "mirrored", "devices": ["/gpu:7"]}, "not devices of this host"),
-        ({"strategy": "tpu"}, "XLA"),
+        ({"strategy": "default", "tpu": "my-tpu"}, "only applies to the tpu"),
+        ({"strategy": "tpu"}, "set model.jit_compile true"),
     ]:
         with pytest.raises(ValueError, match=message):
             make_strategy(settings)
+    # This machine has no TPU: the error says so and how to name one.
+    with pytest.raises(ValueError, match="found no TPU at 'local'.*distribute.tpu"):
+        make_strategy({"strategy": "tpu"}, jit_compile=True)
 
 
 def test_multi_worker_needs_tf_config(monkeypatch):

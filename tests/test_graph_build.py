@@ -119,3 +119,60 @@ def test_graph_validates(graph):
     # GraphTensor's own consistency checks over sizes and adjacency indices.
     tfgnn.check_scalar_graph_tensor(graph)
     assert graph.num_components.numpy() == 3
+
+
+def _padded_graph():
+    batch, seq_len = MASK.shape
+    rng = np.random.default_rng(0)
+    image = tf.constant(rng.normal(size=(batch, CELLS, 2)), tf.float32)
+    text = tf.constant(rng.normal(size=(batch, seq_len, 2)), tf.float32)
+    return [
+        build_multimodal_graph(image, text, MASK, grid_shape=GRID, padded=padded)
+        for padded in (False, True)
+    ]
+
+
+def test_a_padded_graph_is_the_graph_plus_one_padding_component():
+    graph, padded = _padded_graph()
+    batch, seq_len = MASK.shape
+    # Totals from the shapes alone: every cell and token position (and one
+    # zero node per node set), every candidate edge.
+    totals = {
+        IMAGE: batch * CELLS + 1,
+        TEXT: batch * seq_len + 1,
+        "image_grid": len(grid_edges(*GRID)[0]) * batch,
+        "text_seq": 2 * batch * (seq_len - 1),
+        "image_to_text": batch * CELLS * seq_len,
+        "text_to_image": batch * CELLS * seq_len,
+    }
+    pieces = {**padded.node_sets, **padded.edge_sets}
+    assert {name: int(piece.total_size) for name, piece in pieces.items()} == totals
+    assert padded.num_components.numpy() == batch + 1
+    for name, piece in pieces.items():
+        sizes = piece.sizes.numpy()
+        real = {**graph.node_sets, **graph.edge_sets}[name]
+        # The examples' components are the unpadded graph's, piece by piece.
+        np.testing.assert_array_equal(sizes[:batch], real.sizes.numpy(), name)
+        count = int(real.total_size)
+        if name in (IMAGE, TEXT):
+            np.testing.assert_array_equal(
+                piece[tfgnn.HIDDEN_STATE][:count], real[tfgnn.HIDDEN_STATE], name
+            )
+            continue
+        adjacency = piece.adjacency
+        for tag in (tfgnn.SOURCE, tfgnn.TARGET):
+            ids = adjacency[tag].numpy()
+            np.testing.assert_array_equal(ids[:count], real.adjacency[tag], name)
+            # Padding edges join the padding component's zero nodes only.
+            zero_node = totals[adjacency.node_set_name(tag)] - 1
+            assert (ids[count:] == zero_node).all(), name
+    zeros = [padded.node_sets[name][tfgnn.HIDDEN_STATE][-1] for name in (IMAGE, TEXT)]
+    assert not np.any(zeros)
+    tfgnn.check_scalar_graph_tensor(padded)
+
+
+def test_text_nodes_to_dense_reads_a_padded_graph():
+    graph, padded = _padded_graph()
+    dense = text_nodes_to_dense(graph.node_sets[TEXT][tfgnn.HIDDEN_STATE], MASK)
+    padded_dense = text_nodes_to_dense(padded.node_sets[TEXT][tfgnn.HIDDEN_STATE], MASK)
+    np.testing.assert_array_equal(padded_dense, dense)

@@ -14,8 +14,13 @@ one JSON file (and the scaling series to a PNG plot). Timings are medians.
   (no graph is built), and LateFusionBaseline. The graph's share of a step is
   measured by ablation; the step's FLOPs are counted by TensorFlow's profiler
   (forward, ×3 for the trained parts) and compared with the matmul peak.
+- `compile`: the K=2 training step at the first image size with the graph
+  as usual, with the padded graph (static sizes), and XLA-compiled
+  (`model.jit_compile`, which pads), in float32 and in mixed_bfloat16.
 - `attention`: our `GraphAttentionConv` against TF-GNN's `GATv2Conv` and
   `MultiHeadAttentionConv` on one GraphTensor, forward and backward.
+- `construction`: what building that GraphTensor costs (usual and padded),
+  beside the graph encoder's K=2 rounds on it, forward.
 - `scaling`: the graph encoder (K=2, forward + backward) as image cells,
   tokens and the batch grow: step time, peak memory, edges, and the growth
   exponent of time in edges.
@@ -51,7 +56,15 @@ from simmim_tf.training.config import default_config
 from simmim_tf.training.data import load_splits, make_batches
 from simmim_tf.training.tasks import build_backbone, build_preprocessor
 
-SECTIONS = ("peak", "training", "attention", "scaling", "input")
+SECTIONS = (
+    "peak",
+    "training",
+    "compile",
+    "attention",
+    "construction",
+    "scaling",
+    "input",
+)
 UNITS, HEADS = 128, 4
 
 
@@ -182,6 +195,42 @@ def training_throughput(sizes, steps: int, rounds: int, peak: dict | None) -> di
     return records
 
 
+def compiled_steps(size: int, steps: int, rounds: int) -> dict:
+    """ms per K=2 retriever step: usual graph, padded graph, XLA; per policy."""
+    timers = {}
+    for dtype in ("float32", "mixed_bfloat16"):
+
+        def config(jit_compile, dtype=dtype):
+            return default_config(
+                data=dict(image_size=size),
+                model=dict(
+                    image_encoder=f"resnet18_{size}px",
+                    dtype=dtype,
+                    jit_compile=jit_compile,
+                ),
+            )
+
+        padded = SimMIMRetriever(build_backbone(config(jit_compile=True)))
+        timers[f"{dtype}, graph as usual"] = step_timer(config(jit_compile=False))
+        timers[f"{dtype}, padded graph"] = step_timer(config(jit_compile=False), padded)
+        timers[f"{dtype}, padded graph + XLA"] = step_timer(config(jit_compile=True))
+    seconds = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, run in timers.items():
+            seconds[name].append(run(steps))
+    step = {name: 1000 * statistics.median(values) for name, values in seconds.items()}
+    rows = {
+        name: {"ms/step": ms, "× float32 as usual": step["float32, graph as usual"] / ms}
+        for name, ms in step.items()
+    }
+    print_table(
+        rows,
+        f"K=2 training step, {size} px, batch 64, median of {rounds} rounds of {steps}",
+        name_column="precision, graph, compiler",
+    )
+    return step
+
+
 def synthetic_graph_inputs(batch: int, grid: int, tokens: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     image = tf.constant(rng.normal(size=(batch, grid * grid, UNITS)), tf.float32)
@@ -267,6 +316,38 @@ def attention_convs(repeats: int) -> dict:
         name_column="conv, pass",
     )
     return {f"{name}, {mode}": 1000 * value for (name, mode), value in best.items()}
+
+
+def graph_construction(repeats: int) -> dict:
+    """ms to build the default batch's GraphTensor, and K=2 rounds on it."""
+    batch, grid, tokens = 64, 4, 16
+    image, text, mask = synthetic_graph_inputs(batch, grid, tokens)
+    encoder = MultimodalGraphEncoder(
+        units=UNITS, grid_shape=(grid, grid), num_heads=HEADS
+    )
+    timers = {
+        f"build_multimodal_graph{', padded' * padded}": tf.function(
+            lambda padded=padded: build_multimodal_graph(
+                image, text, mask, grid_shape=(grid, grid), padded=padded
+            ).node_sets["text"][tfgnn.HIDDEN_STATE]
+        )
+        for padded in (False, True)
+    }
+    timers["MultimodalGraphEncoder K=2 (build + 2 rounds), forward"] = tf.function(
+        lambda: encoder(image, text, mask)["text_readout"]
+    )
+    seconds = {name: [] for name in timers}
+    for _ in range(3):
+        for name, fn in timers.items():
+            seconds[name].append(median_seconds(lambda fn=fn: fn().numpy(), repeats))
+    best = {name: 1000 * min(values) for name, values in seconds.items()}
+    print_table(
+        {name: {"ms": ms} for name, ms in best.items()},
+        f"graph of a batch of {batch} ({grid}x{grid} cells, up to {tokens} tokens), "
+        f"best of 3 medians of {repeats}",
+        name_column="what",
+    )
+    return best
 
 
 def scaling(repeats: int, plot: str | None) -> dict:
@@ -407,8 +488,14 @@ def main() -> None:
         record["training"] = training_throughput(
             args.sizes, args.steps, args.rounds, record.get("matmul_peak_flops")
         )
+    if "compile" in args.sections:
+        record["compile_ms_per_step"] = compiled_steps(
+            args.sizes[0], args.steps, args.rounds
+        )
     if "attention" in args.sections:
         record["attention_ms"] = attention_convs(args.repeats)
+    if "construction" in args.sections:
+        record["graph_construction_ms"] = graph_construction(args.repeats)
     if "scaling" in args.sections:
         record["scaling"] = scaling(max(args.repeats // 2, 3), args.plot)
     if "input" in args.sections:

@@ -75,7 +75,10 @@ def step_timer(config: dict, model: keras.Model | None = None):
     retrieval = config["finetune"]["task"] == "retrieve"
     y = None if retrieval else np.arange(len(x["images"])) % NUM_CLASSES
     model(x)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4))
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-4),
+        jit_compile=config["model"]["jit_compile"],
+    )
     batches = tf.data.Dataset.from_tensors((x, y) if y is not None else x)
     timer = StepTimes()
 

@@ -133,7 +133,14 @@ def make_dataset(
             inputs, labels = preprocessor(parts["features"], parts["labels"])
         if pair_key is not None:
             inputs = {**inputs, PAIR_IDS: parts[PAIR_IDS]}
-        return inputs if label_key is None else (inputs, labels)
+        batch = inputs if label_key is None else (inputs, labels)
+        if not drop_remainder:
+            return batch
+        # One static shape, what XLA compiles (the tokenizer loses the size).
+        return tf.nest.map_structure(
+            lambda tensor: tf.ensure_shape(tensor, [batch_size, *tensor.shape[1:]]),
+            batch,
+        )
 
     batches = examples.map(to_parts).batch(batch_size, drop_remainder=drop_remainder)
     return batches.map(

@@ -26,6 +26,10 @@ class MultimodalGraphEncoder(keras.layers.Layer):
         attention_type: str. `"gatv2"` or `"dot_product"`.
         activation: str. The sigma of the node update.
         dropout: float. Dropout inside each round.
+        padded_graph: bool. Build the graph with static sizes (padding tokens
+            in one extra component, see `build_multimodal_graph`): the same
+            outputs, what `jit_compile` (XLA) and TPUs need, at the cost of
+            message passing over the padding too.
 
     Call arguments:
         image_states: `[batch, cells, units]`, or None when the image is absent.
@@ -59,6 +63,7 @@ class MultimodalGraphEncoder(keras.layers.Layer):
         attention_type: str = "gatv2",
         activation: str = "gelu",
         dropout: float = 0.0,
+        padded_graph: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -87,6 +92,7 @@ class MultimodalGraphEncoder(keras.layers.Layer):
         self.attention_type = attention_type
         self.activation = activation
         self.dropout = dropout
+        self.padded_graph = padded_graph
 
     def call(self, image_states=None, text_states=None, padding_mask=None, training=None):
         if image_states is None and text_states is None:
@@ -99,24 +105,32 @@ class MultimodalGraphEncoder(keras.layers.Layer):
         if image_states is None:
             image_states = text_states[:, :0, :]
         graph = build_multimodal_graph(
-            image_states, text_states, padding_mask, grid_shape=self.grid_shape
+            image_states,
+            text_states,
+            padding_mask,
+            grid_shape=self.grid_shape,
+            padded=self.padded_graph,
         )
         for update in self.rounds:
             graph = update(graph=graph, training=training)
         image_nodes = graph.node_sets[IMAGE][tfgnn.HIDDEN_STATE]
         text_nodes = graph.node_sets[TEXT][tfgnn.HIDDEN_STATE]
         batch_size = tf.shape(padding_mask)[0]
+        num_cells = image_states.shape[1]
+
+        def readout(node_set, nodes):  # the examples' components, not the padding
+            means = tfgnn.pool_nodes_to_context(
+                graph, node_set, "mean", feature_value=nodes
+            )
+            return means[:batch_size]
+
         return {
             "image_node_states": tf.reshape(
-                image_nodes, [batch_size, image_states.shape[1], self.units]
+                image_nodes[: batch_size * num_cells], [batch_size, num_cells, self.units]
             ),
             "text_node_states": text_nodes_to_dense(text_nodes, padding_mask),
-            "image_readout": tfgnn.pool_nodes_to_context(
-                graph, IMAGE, "mean", feature_value=image_nodes
-            ),
-            "text_readout": tfgnn.pool_nodes_to_context(
-                graph, TEXT, "mean", feature_value=text_nodes
-            ),
+            "image_readout": readout(IMAGE, image_nodes),
+            "text_readout": readout(TEXT, text_nodes),
         }
 
     def compute_output_shape(
@@ -143,5 +157,6 @@ class MultimodalGraphEncoder(keras.layers.Layer):
             attention_type=self.attention_type,
             activation=self.activation,
             dropout=self.dropout,
+            padded_graph=self.padded_graph,
         )
         return config

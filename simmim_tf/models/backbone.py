@@ -56,6 +56,8 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         num_heads: int. Attention heads per edge set.
         attention_type: str. `"gatv2"` or `"dot_product"`.
         dropout: float. Dropout inside the graph rounds.
+        padded_graph: bool. Static graph sizes, for `jit_compile` (XLA) and
+            TPUs; the same outputs (see `MultimodalGraphEncoder`).
         dtype: Keras dtype policy of the new layers; build the encoders with
             the same one (`from_encoder_configs(dtype=…)` does).
 
@@ -87,6 +89,7 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         num_heads: int = 4,
         attention_type: str = "gatv2",
         dropout: float = 0.1,
+        padded_graph: bool = False,
         dtype=None,
         **kwargs,
     ):
@@ -111,6 +114,7 @@ class SimMIMBackbone(keras_hub.models.Backbone):
             num_heads=num_heads,
             attention_type=attention_type,
             dropout=dropout,
+            padded_graph=padded_graph,
             dtype=dtype,
             name="graph_encoder",
         )
@@ -133,6 +137,7 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         self.num_heads = num_heads
         self.attention_type = attention_type
         self.dropout = dropout
+        self.padded_graph = padded_graph
         self.grid_shape = (height, width)
 
     def _image_tower(self, image_shape) -> keras.Model:
@@ -259,6 +264,7 @@ class SimMIMBackbone(keras_hub.models.Backbone):
             num_heads=self.num_heads,
             attention_type=self.attention_type,
             dropout=self.dropout,
+            padded_graph=self.padded_graph,
         )
         return config
 

@@ -56,6 +56,9 @@ DEFAULT_CONFIG: dict = {
         # bfloat16 with float32 weights and losses (1.4x a float32 step on
         # this repo's 2-core AVX512-BF16 CPU); "mixed_float16" for GPUs.
         "dtype": "float32",
+        # Compile each training step with XLA (Keras `jit_compile`); the graph
+        # is then built with static sizes (`padded_graph`), as XLA needs.
+        "jit_compile": False,
     },
     "pretrain": {
         "epochs": 10,
@@ -82,10 +85,12 @@ DEFAULT_CONFIG: dict = {
     },
     # Devices and hosts (`simmim_tf.training.distribute`, docs/distributed.md):
     # default | mirrored (several devices of a host) | multi_worker (hosts of
-    # TF_CONFIG). data.batch_size is the global batch.
+    # TF_CONFIG) | tpu (needs model.jit_compile). data.batch_size is the
+    # global batch.
     "distribute": {
         "strategy": "default",
         "devices": None,  # mirrored: e.g. ["/gpu:0", "/gpu:1"]; None: every GPU
+        "tpu": None,  # tpu: a TPU name or grpc:// address; None: this TPU VM's
     },
 }
 TASKS = ("retrieve", "classify", "baseline", "vqa")

@@ -227,6 +227,7 @@ def make_batches(
     label_key: str | None = None,
     training: bool = False,
     contrastive: bool = False,
+    static_shapes: bool = False,
 ) -> tf.data.Dataset:
     """Batches of model inputs (and labels, with `label_key`), of known length.
 
@@ -236,14 +237,17 @@ def make_batches(
     shape means one traced training step (and a shuffle puts those examples
     in other batches next epoch). With `contrastive`, a batch of fewer than
     `MIN_PAIRS` pairs is dropped too (in-batch negatives need a second pair).
-    Otherwise every example is kept: a gallery is scored whole.
+    Otherwise every example is kept: a gallery is scored whole. With
+    `static_shapes` (validation under `model.jit_compile`) every batch holds
+    `batch_size` examples, a static shape, as XLA needs: a last smaller one
+    is dropped here too.
     """
     batch_size = config["data"]["batch_size"]
     count = int(examples.cardinality())
     if count < 0:  # a filter hides it: count once
         count = int(examples.reduce(0, lambda count, _: count + 1))
     full, rest = divmod(count, batch_size)
-    drop_remainder = training and full > 0
+    drop_remainder = (training or static_shapes) and full > 0
     batches = make_dataset(
         examples,
         preprocessor,

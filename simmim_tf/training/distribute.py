@@ -9,7 +9,9 @@ models, optimiser and `fit` under:
 - `"multi_worker"`: `tf.distribute.MultiWorkerMirroredStrategy` over the hosts
   that the `TF_CONFIG` environment variable describes (one process per host,
   each with the same command);
-- `"tpu"`: refused with the reason (the step is not XLA-compilable yet).
+- `"tpu"`: `tf.distribute.TPUStrategy` on the TPU `distribute.tpu` names
+  (None: the chips of this TPU VM); the step must compile with XLA, so it
+  needs `model.jit_compile` (which builds the graph with static sizes).
 
 `data.batch_size` is the **global** batch: Keras splits each batch over the
 replicas, and each worker keeps its share of the input (`tf.data` DATA
@@ -31,7 +33,7 @@ import tensorflow as tf
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
-def make_strategy(settings: dict) -> tf.distribute.Strategy:
+def make_strategy(settings: dict, jit_compile: bool = False) -> tf.distribute.Strategy:
     """The `tf.distribute.Strategy` of a config's `distribute` section.
 
     Create it before any other TensorFlow work of the process:
@@ -39,15 +41,19 @@ def make_strategy(settings: dict) -> tf.distribute.Strategy:
     only allows at program start.
 
     Args:
-        settings: dict with `strategy` (one of `STRATEGIES`) and `devices`
+        settings: dict with `strategy` (one of `STRATEGIES`), `devices`
             (list of device names for `"mirrored"`, e.g. `["/gpu:0",
-            "/gpu:1"]`; None: all GPUs, else the CPU).
+            "/gpu:1"]`; None: all GPUs, else the CPU) and `tpu` (for
+            `"tpu"`: a TPU name or `grpc://` address; None: this TPU VM's).
+        jit_compile: bool. The config's `model.jit_compile`; a TPU needs it.
 
     Raises:
-        ValueError: an unknown strategy, devices given to another strategy,
-            `"multi_worker"` without `TF_CONFIG`, or `"tpu"`.
+        ValueError: an unknown strategy, devices or a TPU given to another
+            strategy, `"multi_worker"` without `TF_CONFIG`, `"tpu"` without
+            `jit_compile` or without a TPU.
     """
     name, devices = settings["strategy"], settings.get("devices")
+    tpu = settings.get("tpu")
     if name not in STRATEGIES:
         raise ValueError(f"distribute.strategy {name!r} must be one of {STRATEGIES}.")
     if devices and name != "mirrored":
@@ -55,6 +61,8 @@ def make_strategy(settings: dict) -> tf.distribute.Strategy:
             f"distribute.devices {devices!r} only applies to the mirrored strategy, "
             f"not {name!r}."
         )
+    if tpu and name != "tpu":
+        raise ValueError(f"distribute.tpu {tpu!r} only applies to the tpu strategy.")
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -70,12 +78,27 @@ def make_strategy(settings: dict) -> tf.distribute.Strategy:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         _prepare_keras_saving()
         return strategy
-    raise ValueError(
-        "distribute.strategy tpu needs a training step XLA can compile; the "
-        "graph's node and edge counts still depend on the data (the padded "
-        "graph of docs/performance.md is not built yet). Use mirrored or "
-        "multi_worker."
-    )
+    if not jit_compile:
+        raise ValueError(
+            "distribute.strategy tpu compiles every step with XLA, which needs "
+            "static graph sizes: set model.jit_compile true."
+        )
+    return _tpu_strategy(tpu or "local")
+
+
+def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, tf.errors.OpError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ValueError(
+            f"distribute.strategy tpu found no TPU at {tpu!r} ({first_line}). "
+            "Set distribute.tpu to the TPU's name or grpc:// address, or leave "
+            "it null on a TPU VM."
+        ) from error
+    return tf.distribute.TPUStrategy(resolver)
 
 
 def _devices(devices: Sequence[str] | None) -> list[str] | None:

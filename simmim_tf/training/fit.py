@@ -56,6 +56,7 @@ def fit_model(
     run_dir: pathlib.Path,
     monitor: str,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    jit_compile: bool = False,
 ) -> tuple[dict[str, list[float]], float]:
     """Compile with AdamW on the section's schedule and `fit`; resumable.
 
@@ -73,6 +74,11 @@ def fit_model(
         run_dir: path. The run folder.
         monitor: str. The metric checkpoints and early stopping watch.
         callbacks: sequence of Keras callbacks, run after the standard ones.
+        jit_compile: bool. Compile the train and validation steps with XLA
+            (the model must build its graph padded, the batches must have a
+            static size: `model.jit_compile`). The model is compiled without
+            it afterwards, so that `predict` and a saved model take batches
+            of any size.
 
     Returns:
         The history (metric name -> per-epoch floats) and the seconds `fit` took.
@@ -94,7 +100,7 @@ def fit_model(
     if callable(rate):
         callbacks.append(ScheduledLearningRate(rate))
         rate = float(rate(0))
-    model.compile(optimizer=keras.optimizers.AdamW(rate))
+    model.compile(optimizer=keras.optimizers.AdamW(rate), jit_compile=jit_compile)
     synchronize_batch_norm(model)
     build_from_a_local_batch(model)
     start = time.perf_counter()
@@ -106,6 +112,8 @@ def fit_model(
         callbacks=callbacks + extra_callbacks,
     )
     seconds = time.perf_counter() - start
+    if jit_compile:  # XLA was for training; inference takes batches of any size
+        model.compile(optimizer=model.optimizer)
     if not chief:
         history = history.history
         return {key: history[key] for key in history if key != EPOCH_SECONDS}, seconds

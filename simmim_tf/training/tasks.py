@@ -24,8 +24,11 @@ def build_backbone(config: dict) -> SimMIMBackbone:
     """The backbone of a config: a preset folder, or new encoders."""
     model = config["model"]
     dtype = model_dtype(config)
+    padded_graph = bool(model["jit_compile"])  # XLA needs static graph sizes
     if model["backbone"]:
-        backbone = SimMIMBackbone.from_preset(str(model["backbone"]), dtype=dtype)
+        backbone = SimMIMBackbone.from_preset(
+            str(model["backbone"]), dtype=dtype, padded_graph=padded_graph
+        )
     else:
         backbone = SimMIMBackbone.from_encoder_configs(
             image_encoder=model["image_encoder"],
@@ -35,6 +38,7 @@ def build_backbone(config: dict) -> SimMIMBackbone:
             num_heads=model["num_heads"],
             attention_type=model["attention_type"],
             dropout=model["dropout"],
+            padded_graph=padded_graph,
             dtype=dtype,
         )
     backbone.text_encoder.trainable = bool(model["train_text_encoder"])
