@@ -8,6 +8,7 @@ the gallery and, for the top `rerank_k`, one graph pass per candidate.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 
@@ -69,11 +70,12 @@ def recommend(
     retriever = load_model_file(model_file)
     # The gallery is encoded once per model: rebuilt when the model is newer.
     cache = run_dir / f"index_{config['data']['test_artist']}.npz"
+    gallery = None
     if cache.is_file() and cache.stat().st_mtime >= model_file.stat().st_mtime:
-        gallery = GalleryIndex.load(cache)
-    else:
-        gallery = gallery_index(retriever, config)
-        gallery.save(cache)
+        with contextlib.suppress(ValueError, FileNotFoundError):  # stale: rebuild
+            gallery = GalleryIndex.load(cache)
+    if gallery is None:
+        gallery = gallery_index(retriever, config, path=cache)
     text_preprocessor = build_preprocessor(config, modalities=("text",))
     queries = retriever.index(
         tf.data.Dataset.from_tensors(text_preprocessor({"texts": texts})), "text"
@@ -106,9 +108,11 @@ def recommend(
     ]
 
 
-def gallery_index(retriever, config: dict) -> GalleryIndex:
+def gallery_index(
+    retriever, config: dict, path: str | os.PathLike | None = None
+) -> GalleryIndex:
     """The test artist's drawings as a `GalleryIndex` (ids: hexcodes, names:
-    labels), in the order of the data set's test split."""
+    labels), in the order of the data set's test split; saved at `path`."""
     splits, builder = load_splits(config)
     labels = builder.info.features["label"]
     examples = splits["test"]
@@ -119,4 +123,5 @@ def gallery_index(retriever, config: dict) -> GalleryIndex:
         "image",
         ids=[hexcode.decode() for hexcode in ids],
         names=[labels.int2str(int(label)) for label in label_ids],
+        path=path,
     )

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import simmim_tf
-from simmim_tf.models.gallery_index import GalleryIndex, top_k_by_similarity
+from simmim_tf.models.gallery_index import GalleryIndex, states_path, top_k_by_similarity
 from simmim_tf.models.pretrainer import SimMIMPretrainer
 from simmim_tf.models.pretrainer_preprocessor import SimMIMPretrainerPreprocessor
 from simmim_tf.models.retriever import SimMIMRetriever
@@ -266,7 +266,7 @@ def test_exact_search_matches_a_full_sort_block_by_block():
         top_k_by_similarity(queries, items, 0)
 
 
-def test_gallery_index_round_trips_and_refuses_foreign_files(
+def test_gallery_index_round_trips_maps_states_and_refuses_foreign_files(
     tmp_path, preprocessor, pairs
 ):
     retriever = SimMIMRetriever(tiny_backbone())
@@ -276,6 +276,29 @@ def test_gallery_index_round_trips_and_refuses_foreign_files(
     assert loaded.modality == "text" and list(loaded.ids) == list("abcdefghijkl")
     for field in ("embeddings", "states", "padding_mask", "names"):
         np.testing.assert_array_equal(getattr(loaded, field), getattr(index, field))
+    # The states stay on disk, mapped: 12 texts x 12 tokens x 16 float32.
+    assert isinstance(loaded.states, np.memmap)
+    assert states_path(tmp_path / "index.npz").stat().st_size == 12 * 12 * 16 * 4
+    # Streamed to disk while indexing, an image gallery gives the same index
+    # and the same re-ranked search as one held in memory.
+    images = retriever.index(batches, "image")
+    streamed = retriever.index(batches, "image", path=tmp_path / "images.npz")
+    assert isinstance(streamed.states, np.memmap)
+    for field in ("embeddings", "states", "padding_mask", "ids"):
+        np.testing.assert_array_equal(getattr(streamed, field), getattr(images, field))
+    in_memory = retriever.search(index, images, k=6, rerank_k=4)
+    for gallery in (streamed, GalleryIndex.load(tmp_path / "images.npz")):
+        found = retriever.search(loaded, gallery, k=6, rerank_k=4)
+        np.testing.assert_array_equal(found["indices"], in_memory["indices"])
+        np.testing.assert_allclose(found["scores"], in_memory["scores"], rtol=1e-6)
+    # A states file cut short (a crash while copying it) is refused by name.
+    states = states_path(tmp_path / "images.npz")
+    states.write_bytes(states.read_bytes()[:-4])
+    with pytest.raises(ValueError, match="images.states holds .* index the gallery"):
+        GalleryIndex.load(tmp_path / "images.npz")
+    states.unlink()
+    with pytest.raises(FileNotFoundError, match="states file .*images.states"):
+        GalleryIndex.load(tmp_path / "images.npz")
     with pytest.raises(FileNotFoundError, match="No gallery index"):
         GalleryIndex.load(tmp_path / "missing.npz")
     (tmp_path / "other.npz").write_bytes(b"not an index")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import io
+import mmap
 import os
 import pathlib
 import zipfile
@@ -12,11 +13,15 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from simmim_tf.atomic import atomic_write_bytes
+from simmim_tf.atomic import atomic_path, atomic_write_bytes
 from simmim_tf.models.inputs import MODALITIES
 
 # Stored in the .npz beside the arrays; a file of another layout is refused.
-FORMAT_VERSION = 1
+# 2: the re-ranking states moved to a raw file beside it, memory-mapped.
+FORMAT_VERSION = 2
+STATES_DTYPE = np.float32
+# Gallery items whose states are written to disk at once.
+STATES_CHUNK = 4096
 # Queries scored at once by `top_k_by_similarity`: memory is this many x N scores.
 QUERY_BLOCK = 1024
 # `method="auto"` searches galleries this large approximately, when faiss is
@@ -100,7 +105,10 @@ class GalleryIndex:
         embeddings: float32 `[N, d]`. The L2-normalised unimodal embeddings
             (the dual encoder's side of the search).
         states: float32 `[N, nodes, d]`. The tower states the graph re-ranks
-            with: `image_cell_states`, or `text_token_states`.
+            with: `image_cell_states`, or `text_token_states`. 8 KB per image
+            at the default sizes, 16 times the embedding: an index that was
+            saved (or built with `states_file`) maps them from disk
+            (`np.memmap`), and re-ranking reads only the candidates' rows.
         padding_mask: bool `[N, nodes]`. Real tokens (all true for images).
         ids: str `[N]`. Stable item ids (e.g. hexcodes).
         names: str `[N]`. What a person reads (e.g. the emoji's name).
@@ -109,7 +117,7 @@ class GalleryIndex:
     ```python
     index = retriever.index(gallery_batches, ids=hexcodes, names=labels)
     index.save("runs/ret/index_google.npz")
-    index = GalleryIndex.load("runs/ret/index_google.npz")
+    index = GalleryIndex.load("runs/ret/index_google.npz")  # states on disk
     ```
     """
 
@@ -181,14 +189,23 @@ class GalleryIndex:
         return self.__dict__["_hnsw_index"]
 
     def save(self, path: str | os.PathLike) -> pathlib.Path:
-        """Write one `.npz` file, atomically."""
+        """Write the index: `path` (an `.npz`) and its states beside it
+        (`states_path(path)`, raw float32), each atomically, states first.
+
+        States already mapped from that file are not written again.
+        """
+        path = pathlib.Path(path)
+        if getattr(self.states, "filename", None) != os.path.abspath(states_path(path)):
+            with StatesWriter(path) as writer:
+                for start in range(0, len(self.states), STATES_CHUNK):
+                    writer.write(self.states[start : start + STATES_CHUNK])
         buffer = io.BytesIO()
         np.savez(
             buffer,
             format_version=FORMAT_VERSION,
             modality=self.modality,
             embeddings=self.embeddings,
-            states=self.states,
+            states_shape=np.asarray(self.states.shape, np.int64),
             padding_mask=self.padding_mask,
             ids=self.ids.astype(str),
             names=self.names.astype(str),
@@ -197,7 +214,8 @@ class GalleryIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> GalleryIndex:
-        """Read a file `save` wrote; a missing or foreign file is a clear error."""
+        """Read an index `save` wrote, its states memory-mapped (read-only);
+        a missing, foreign or incomplete file is a clear error."""
         path = pathlib.Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"No gallery index at {path}.")
@@ -211,13 +229,90 @@ class GalleryIndex:
                         f"{path} is a gallery index of format {version}; this "
                         f"simmim_tf reads format {FORMAT_VERSION}: index it again."
                     )
-                return cls(
-                    modality=str(stored["modality"]),
-                    embeddings=stored["embeddings"],
-                    states=stored["states"],
-                    padding_mask=stored["padding_mask"],
-                    ids=stored["ids"],
-                    names=stored["names"],
-                )
+                fields = {
+                    key: stored[key]
+                    for key in ("embeddings", "padding_mask", "ids", "names")
+                }
+                modality = str(stored["modality"])
+                shape = tuple(int(size) for size in stored["states_shape"])
         except (KeyError, OSError, EOFError) as error:
             raise ValueError(f"{path} is not a gallery index: {error}") from None
+        return cls(
+            modality=modality, states=map_states(states_path(path), shape), **fields
+        )
+
+
+def states_path(path: str | os.PathLike) -> pathlib.Path:
+    """Where the states of the index saved at `path` lie: `<stem>.states`."""
+    path = pathlib.Path(path)
+    return path.with_name(f"{path.stem}.states")
+
+
+class StatesWriter:
+    """Writes the states file of the index saved at `index_path`, in parts,
+    atomically: the file appears, whole, when the `with` block succeeds.
+
+    Parts of `[n, nodes, d]` states are appended as they come. A part with
+    fewer nodes (a batch of shorter texts) is zero-padded to the first part's
+    width; more is an error (the width of a row in the file is fixed).
+
+    Example:
+    ```python
+    with StatesWriter("runs/ret/index_google.npz") as writer:
+        for batch_states in parts:
+            writer.write(batch_states)
+    states = writer.mapped()
+    ```
+    """
+
+    def __init__(self, index_path: str | os.PathLike):
+        self.path = states_path(index_path)
+        self.rows = 0
+        self.row_shape: tuple[int, ...] | None = None
+
+    def __enter__(self) -> StatesWriter:
+        self._atomic = atomic_path(self.path)
+        self._stream = open(self._atomic.__enter__(), "wb")
+        return self
+
+    def write(self, states: np.ndarray) -> None:
+        if self.row_shape is None:
+            self.row_shape = tuple(states.shape[1:])
+        nodes, width = self.row_shape[0], states.shape[1]
+        if width > nodes or states.shape[2:] != self.row_shape[1:]:
+            raise ValueError(
+                f"States of shape {states.shape[1:]} follow states of shape "
+                f"{self.row_shape}: the items of one gallery share one shape."
+            )
+        padding = [(0, 0), (0, nodes - width), (0, 0)]
+        self._stream.write(np.pad(states, padding).astype(STATES_DTYPE).tobytes())
+        self.rows += len(states)
+
+    def __exit__(self, *error) -> bool:
+        self._stream.close()
+        return self._atomic.__exit__(*error)
+
+    def mapped(self) -> np.ndarray:
+        """The states written, mapped read-only from the file."""
+        if self.row_shape is None:
+            raise ValueError("No states were written: the gallery is empty.")
+        return map_states(self.path, (self.rows, *self.row_shape))
+
+
+def map_states(path: pathlib.Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The raw float32 states file at `path`, mapped read-only as `shape`."""
+    if not path.is_file():
+        raise FileNotFoundError(f"The gallery index's states file {path} is missing.")
+    expected = int(np.prod(shape)) * np.dtype(STATES_DTYPE).itemsize
+    if path.stat().st_size != expected:
+        raise ValueError(
+            f"The states file {path} holds {path.stat().st_size} bytes where "
+            f"{shape} float32 states need {expected}: index the gallery again."
+        )
+    if expected == 0:  # mmap cannot map an empty file
+        return np.zeros(shape, STATES_DTYPE)
+    states = np.memmap(path, STATES_DTYPE, mode="r", shape=shape)
+    # Re-ranking reads scattered rows: no read-ahead of their neighbours,
+    # which would page most of the file in (docs/performance.md).
+    states._mmap.madvise(mmap.MADV_RANDOM)
+    return states

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from simmim_tf.models.backbone import SimMIMBackbone
-from simmim_tf.models.gallery_index import GalleryIndex
+from simmim_tf.models.gallery_index import GalleryIndex, StatesWriter
 from simmim_tf.models.inputs import MODALITIES, RefusesEmptyPredict
 from simmim_tf.models.pretrainer import SimMIMPretrainer
 
@@ -108,6 +111,7 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
         *,
         ids=None,
         names=None,
+        path: str | os.PathLike | None = None,
     ) -> GalleryIndex:
         """Encode the `modality` side of batched model inputs once.
 
@@ -117,6 +121,11 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
             modality: `"image"` or `"text"`.
             ids: sequence of str, one per item (default: "0", "1", ...).
             names: sequence of str, one per item (default: the ids).
+            path: str or None. Save the index there (`GalleryIndex.save`).
+                Its states then go to disk batch by batch as they are
+                computed, so a gallery whose states pass memory (8 KB per
+                image) is indexed in the memory of its embeddings (512 B);
+                the index returned maps them from the file.
 
         Returns:
             A `GalleryIndex`: a gallery to search, or queries to search with.
@@ -129,22 +138,37 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
             )
         parts: dict[str, list] = {}
         progress = keras.utils.Progbar(batches.cardinality().numpy(), unit_name="batch")
-        for batch in batches:
-            inputs = batch[0] if isinstance(batch, tuple) else batch
-            for key, value in self._encode_fns[modality](inputs).items():
-                parts.setdefault(key, []).append(value.numpy())
-            progress.add(1)
-        width = max(part.shape[1] for part in parts["padding_mask"])
+        with contextlib.ExitStack() as stack:
+            writer = None if path is None else stack.enter_context(StatesWriter(path))
+            for batch in batches:
+                inputs = batch[0] if isinstance(batch, tuple) else batch
+                encoded = self._encode_fns[modality](inputs)
+                encoded = {key: value.numpy() for key, value in encoded.items()}
+                if writer is not None:
+                    writer.write(encoded.pop("states"))
+                for key, value in encoded.items():
+                    parts.setdefault(key, []).append(value)
+                progress.add(1)
+        if writer is None:
+            width = max(part.shape[1] for part in parts["padding_mask"])
+        else:
+            width = writer.row_shape[0] if writer.row_shape else 0
         for key in ("states", "padding_mask"):  # text batches differ in length
-            parts[key] = [_pad_to(part, width) for part in parts[key]]
+            if key in parts:
+                parts[key] = [_pad_to(part, width) for part in parts[key]]
         encoded = {key: np.concatenate(values) for key, values in parts.items()}
+        if writer is not None:
+            encoded["states"] = writer.mapped()
         ids = np.arange(len(encoded["embeddings"])).astype(str) if ids is None else ids
-        return GalleryIndex(
+        index = GalleryIndex(
             modality=modality,
             ids=np.asarray(ids, dtype=str),
             names=np.asarray(ids if names is None else names, dtype=str),
             **encoded,
         )
+        if path is not None:
+            index.save(path)  # the states are there already
+        return index
 
     def _encode_images(self, inputs) -> dict:
         image = self.backbone.image_tower(inputs["images"])
