@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from simmim_tf.data import load_emoji_text
-from simmim_tf.data.pipeline import augment, make_dataset
+from simmim_tf.data.pipeline import augment, make_dataset, rotate_on_white
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +172,35 @@ def test_augment_shows_a_bright_border_on_a_black_image_and_keeps_range():
 def test_batch_size_is_validated(examples, preprocessor):
     with pytest.raises(ValueError, match="Batch size 0 must be greater than 0"):
         make_dataset(examples, preprocessor, batch_size=0)
+
+
+def test_rotate_on_white_turns_about_the_centre_counter_clockwise():
+    image = np.random.default_rng(3).integers(0, 200, (9, 9, 3)).astype(np.float32)
+    turn = rotate_on_white(tf.constant(image), tf.constant(np.pi / 2)).numpy()
+    # A quarter turn reads whole pixels: numpy's own rot90, to float round-off.
+    np.testing.assert_allclose(turn, np.rot90(image, k=1), atol=1e-3)
+    still = rotate_on_white(tf.constant(image), tf.constant(0.0)).numpy()
+    np.testing.assert_allclose(still, image, atol=1e-4)
+    # An eighth of a turn brings the corners in from outside: white.
+    black = tf.zeros([9, 9, 3])
+    corners = rotate_on_white(black, tf.constant(np.pi / 4)).numpy()
+    assert (corners[0, 0] == 255).all() and (corners[4, 4] == 0).all()
+
+
+def test_augment_options_leave_the_default_draws_alone():
+    seed = tf.constant([4, 2], tf.int64)
+    # The rotation and grey draws come after the others: the default recipe
+    # draws what it drew before they existed.
+    np.testing.assert_array_equal(
+        tf.random.experimental.stateless_split(seed, num=9)[:7],
+        tf.random.experimental.stateless_split(seed, num=7),
+    )
+    image = tf.constant(np.random.default_rng(1).integers(0, 256, (16, 16, 3)), tf.uint8)
+    colour = augment(image, seed).numpy()
+    assert not np.allclose(colour, colour[..., :1])
+    grey = augment(image, seed, grayscale_probability=1.0).numpy()
+    np.testing.assert_allclose(grey, grey[..., :1].repeat(3, -1), atol=1e-6)
+    turned = augment(image, seed, rotation_degrees=15.0).numpy()
+    assert turned.shape == colour.shape and 0.0 <= turned.min() <= turned.max() <= 1.0
+    assert not np.allclose(turned, colour)
+    np.testing.assert_array_equal(augment(image, seed, rotation_degrees=15.0), turned)

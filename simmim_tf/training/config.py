@@ -34,6 +34,11 @@ DEFAULT_CONFIG: dict = {
         "batch_size": 64,  # contrastive losses want many in-batch negatives
         "sequence_length": 16,  # longer texts are truncated
         "image_size": 64,
+        # Training augmentation beyond zoom, shift and colour jitter
+        # (`simmim_tf.data.pipeline.augment`); issue 11's CLIP recipe uses
+        # 15 degrees and 0.1.
+        "rotation_degrees": 0.0,
+        "grayscale_probability": 0.0,
         # Emoji scenes with questions (VQA, `simmim_tf.data.emoji_scenes`)
         # in place of single drawings: every split becomes scenes of its own
         # drawings, the label is the answer. The recipe: image_size 128,

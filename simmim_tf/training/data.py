@@ -263,6 +263,8 @@ def make_batches(
         # A crop or shift would cut emoji off a scene and falsify its answer;
         # fresh scenes every epoch do augmentation's work.
         augmentation=not config["data"]["scenes"],
+        rotation_degrees=config["data"]["rotation_degrees"],
+        grayscale_probability=config["data"]["grayscale_probability"],
     )
     if drop_remainder:
         rest = 0
