@@ -194,6 +194,38 @@ def test_pretrain_fit_lowers_losses_then_finetune_starts_from_it(
     )
 
 
+@pytest.mark.parametrize("stop", [False, True])
+def test_itm_stop_gradient_keeps_itm_out_of_the_towers(preprocessor, pairs, stop):
+    """ITM alone (ITC off): its gradient reaches the graph rounds and the ITM
+    head either way, the towers (encoders, projections) only without the
+    stop."""
+    retriever = SimMIMRetriever(tiny_backbone(), itc_weight=0.0, itm_stop_gradient=stop)
+    x = preprocessor(pairs)
+    with tf.GradientTape() as tape:
+        loss = retriever.compute_loss(x, None, retriever(x, training=True))
+    variables = retriever.trainable_variables
+    paths = [variable.path for variable in variables]
+    gradients = dict(zip(paths, tape.gradient(loss, variables), strict=True))
+
+    def reached(prefix):
+        return any(
+            g is not None and float(tf.reduce_max(tf.abs(g))) > 0
+            for path, g in gradients.items()
+            if prefix in path
+        )
+
+    assert reached("graph_encoder") and reached("itm_head")
+    # The ResNet's first conv, the BERT's first layer, the two projections.
+    for tower in (
+        "conv1_conv",
+        "transformer_layer_0",
+        "image_projection",
+        "text_projection",
+    ):
+        assert reached(tower) != stop, tower
+    assert type(retriever).from_config(retriever.get_config()).itm_stop_gradient == stop
+
+
 def test_retriever_search_reranks_only_the_top_k(preprocessor, pairs):
     retriever = SimMIMRetriever(tiny_backbone())
     batches = tf.data.Dataset.from_tensor_slices(pairs).batch(5).map(preprocessor)

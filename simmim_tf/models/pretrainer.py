@@ -53,6 +53,9 @@ class SimMIMPretrainer(keras.Model):
         backbone: `SimMIMBackbone`.
         mim_weight, mlm_weight, itc_weight, itm_weight: float >= 0.
         initial_temperature: float. ITC's starting temperature.
+        itm_stop_gradient: bool. ITM trains the graph and its head only: its
+            gradient stops at the towers' states, so the encoders learn from
+            the other losses (the dual embeddings from ITC alone).
 
     Inputs: what `SimMIMPretrainerPreprocessor` produces. `fit` needs no `y`.
     `call` returns the dict of the enabled (unweighted) losses.
@@ -75,6 +78,7 @@ class SimMIMPretrainer(keras.Model):
         itc_weight: float = 1.0,
         itm_weight: float = 1.0,
         initial_temperature: float = 0.07,
+        itm_stop_gradient: bool = False,
         **kwargs,
     ):
         # The heads compute in the backbone's precision (losses in float32).
@@ -112,6 +116,7 @@ class SimMIMPretrainer(keras.Model):
         # === Config ===
         self.loss_weights_by_name = weights
         self.initial_temperature = initial_temperature
+        self.itm_stop_gradient = itm_stop_gradient
 
     def build(self, input_shape=None):
         # The shapes of the enabled heads follow from the backbone: build them up
@@ -170,9 +175,11 @@ class SimMIMPretrainer(keras.Model):
                     image_embedding, text_embedding, pair_ids=pair_ids
                 )
             if weights["itm"]:
+                states = (image["image_cell_states"], text["text_token_states"])
+                if self.itm_stop_gradient:
+                    states = tuple(tf.stop_gradient(state) for state in states)
                 losses["itm"] = self.matching_loss(
-                    image["image_cell_states"],
-                    text["text_token_states"],
+                    *states,
                     mask,
                     image_embedding,
                     text_embedding,
@@ -252,6 +259,7 @@ class SimMIMPretrainer(keras.Model):
             itc_weight=self.loss_weights_by_name["itc"],
             itm_weight=self.loss_weights_by_name["itm"],
             initial_temperature=self.initial_temperature,
+            itm_stop_gradient=self.itm_stop_gradient,
         )
         return config
 

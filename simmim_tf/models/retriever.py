@@ -29,6 +29,8 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
     Args:
         backbone: `SimMIMBackbone`.
         itc_weight, itm_weight: float >= 0. Loss weights.
+        itm_stop_gradient: bool. ITM trains the graph and its head only (see
+            `SimMIMPretrainer`).
         initial_temperature: float. ITC's starting temperature.
 
     Example:
@@ -50,6 +52,7 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
         itc_weight: float = 1.0,
         itm_weight: float = 1.0,
         initial_temperature: float = 0.07,
+        itm_stop_gradient: bool = False,
         **kwargs,
     ):
         kwargs.setdefault("dtype", backbone.dtype_policy)
@@ -63,6 +66,7 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
             itc_weight=itc_weight,
             itm_weight=itm_weight,
             initial_temperature=initial_temperature,
+            itm_stop_gradient=itm_stop_gradient,
             dtype=self.dtype_policy,
             name="objectives",
         )
@@ -70,6 +74,7 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
         self.itc_weight = itc_weight
         self.itm_weight = itm_weight
         self.initial_temperature = initial_temperature
+        self.itm_stop_gradient = itm_stop_gradient
         self._encode_fns = {}
         self._score_fn = None
 
@@ -95,6 +100,7 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
             itc_weight=self.itc_weight,
             itm_weight=self.itm_weight,
             initial_temperature=self.initial_temperature,
+            itm_stop_gradient=self.itm_stop_gradient,
         )
         return config
 

@@ -87,6 +87,10 @@ DEFAULT_CONFIG: dict = {
         # stops improving long before cross-artist recall does.
         "patience": None,
         "rerank_k": 16,
+        # Retrieval: the ITM loss's weight, and whether its gradient stops at
+        # the towers (ITM then trains the graph and its head, ITC the towers).
+        "itm_weight": 1.0,
+        "itm_stop_gradient": False,
     },
     # Devices and hosts (`simmim_tf.training.distribute`, docs/distributed.md):
     # default | mirrored (several devices of a host) | multi_worker (hosts of

@@ -106,7 +106,11 @@ def build_task_model(config: dict, num_classes: int | None = None) -> keras.Mode
     if task not in TASKS:
         raise ValueError(f"Task {task!r} must be one of {TASKS}.")
     if task == "retrieve":
-        return SimMIMRetriever(build_backbone(config))
+        return SimMIMRetriever(
+            build_backbone(config),
+            itm_weight=config["finetune"]["itm_weight"],
+            itm_stop_gradient=bool(config["finetune"]["itm_stop_gradient"]),
+        )
     if task == "vqa":
         if not config["data"]["scenes"]:
             raise ValueError(
