@@ -107,7 +107,7 @@ class GalleryIndex:
         states: float32 `[N, nodes, d]`. The tower states the graph re-ranks
             with: `image_cell_states`, or `text_token_states`. 8 KB per image
             at the default sizes, 16 times the embedding: an index that was
-            saved (or built with `states_file`) maps them from disk
+            saved (or built with `retriever.index(…, path=…)`) maps them from disk
             (`np.memmap`), and re-ranking reads only the candidates' rows.
         padding_mask: bool `[N, nodes]`. Real tokens (all true for images).
         ids: str `[N]`. Stable item ids (e.g. hexcodes).
@@ -242,6 +242,13 @@ class GalleryIndex:
         )
 
 
+def pad_nodes(array: np.ndarray, width: int) -> np.ndarray:
+    """`array` `[N, nodes, ...]` zero-padded along its nodes to `width`
+    (text batches of one gallery can differ in length)."""
+    padding = [(0, 0), (0, width - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, padding)
+
+
 def states_path(path: str | os.PathLike) -> pathlib.Path:
     """Where the states of the index saved at `path` lie: `<stem>.states`."""
     path = pathlib.Path(path)
@@ -284,8 +291,7 @@ class StatesWriter:
                 f"States of shape {states.shape[1:]} follow states of shape "
                 f"{self.row_shape}: the items of one gallery share one shape."
             )
-        padding = [(0, 0), (0, nodes - width), (0, 0)]
-        self._stream.write(np.pad(states, padding).astype(STATES_DTYPE).tobytes())
+        self._stream.write(pad_nodes(states, nodes).astype(STATES_DTYPE).tobytes())
         self.rows += len(states)
 
     def __exit__(self, *error) -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from simmim_tf.models.backbone import SimMIMBackbone
-from simmim_tf.models.gallery_index import GalleryIndex, StatesWriter
+from simmim_tf.models.gallery_index import GalleryIndex, StatesWriter, pad_nodes
 from simmim_tf.models.inputs import MODALITIES, RefusesEmptyPredict
 from simmim_tf.models.pretrainer import SimMIMPretrainer
 
@@ -161,7 +161,7 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
             width = writer.row_shape[0] if writer.row_shape else 0
         for key in ("states", "padding_mask"):  # text batches differ in length
             if key in parts:
-                parts[key] = [_pad_to(part, width) for part in parts[key]]
+                parts[key] = [pad_nodes(part, width) for part in parts[key]]
         encoded = {key: np.concatenate(values) for key, values in parts.items()}
         if writer is not None:
             encoded["states"] = writer.mapped()
@@ -289,11 +289,6 @@ class SimMIMRetriever(RefusesEmptyPredict, keras.Model):
                 ).numpy()
             )
         return np.concatenate(scores).reshape(candidates.shape)
-
-
-def _pad_to(array: np.ndarray, width: int) -> np.ndarray:
-    padding = [(0, 0), (0, width - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
-    return np.pad(array, padding)
 
 
 def rerank_candidates(
