@@ -22,6 +22,7 @@ import keras
 from simmim_tf.atomic import atomic_directory, atomic_path
 from simmim_tf.evaluation.evaluate import evaluate_model, write_metrics
 from simmim_tf.model_files import load_model_file
+from simmim_tf.training.callbacks import LossWarmup
 from simmim_tf.training.config import save_config
 from simmim_tf.training.data import (
     check_pretraining_split,
@@ -38,6 +39,7 @@ from simmim_tf.training.tasks import (
     build_pretrainer,
     build_task_model,
 )
+from simmim_tf.training.text_states import with_frozen_text_states
 
 
 def run_pretrain(config: dict) -> dict:
@@ -59,9 +61,11 @@ def run_pretrain(config: dict) -> dict:
     preprocessor = build_preprocessor(config, pretraining=True)
     with strategy.scope():
         pretrainer = build_pretrainer(config)
-        history, seconds = fit_model(
-            pretrainer,
-            config["pretrain"],
+        train, validation = with_frozen_text_states(
+            config,
+            pretrainer.backbone.text_encoder,
+            preprocessor,
+            (splits["train"], splits["validation"]),
             make_batches(
                 config, splits["train"], preprocessor, training=True, contrastive=True
             ),
@@ -72,6 +76,12 @@ def run_pretrain(config: dict) -> dict:
                 contrastive=True,
                 static_shapes=config["model"]["jit_compile"],
             ),
+        )
+        history, seconds = fit_model(
+            pretrainer,
+            config["pretrain"],
+            train,
+            validation,
             run_dir,
             monitor="val_total_loss",
             jit_compile=config["model"]["jit_compile"],
@@ -112,17 +122,33 @@ def run_finetune(
     batches = dict(label_key=label, contrastive=retrieval)
     with strategy.scope():
         model = build_task_model(config, num_classes)
+        train = make_batches(
+            config, splits["train"], preprocessor, training=True, **batches
+        )
+        validation = make_batches(
+            config,
+            splits["validation"],
+            preprocessor,
+            static_shapes=config["model"]["jit_compile"],
+            **batches,
+        )
+        if retrieval:
+            train, validation = with_frozen_text_states(
+                config,
+                model.backbone.text_encoder,
+                preprocessor,
+                (splits["train"], splits["validation"]),
+                train,
+                validation,
+            )
+        warmup = config["finetune"]["itm_warmup_epochs"]
+        if retrieval and warmup:
+            callbacks = [LossWarmup("itm", warmup), *callbacks]
         history, seconds = fit_model(
             model,
             config["finetune"],
-            make_batches(config, splits["train"], preprocessor, training=True, **batches),
-            make_batches(
-                config,
-                splits["validation"],
-                preprocessor,
-                static_shapes=config["model"]["jit_compile"],
-                **batches,
-            ),
+            train,
+            validation,
             run_dir,
             monitor="val_total_loss" if retrieval else "val_loss",
             callbacks=callbacks,

@@ -13,6 +13,7 @@ from simmim_tf.models.pretrainer import SimMIMPretrainer
 from simmim_tf.models.pretrainer_preprocessor import SimMIMPretrainerPreprocessor
 from simmim_tf.models.retriever import SimMIMRetriever
 from simmim_tf.pretraining.contrastive import positive_pairs, sample_hard_negatives
+from simmim_tf.training.callbacks import LossWarmup
 from tests.conftest import tiny_backbone
 
 
@@ -224,6 +225,42 @@ def test_itm_stop_gradient_keeps_itm_out_of_the_towers(preprocessor, pairs, stop
     ):
         assert reached(tower) != stop, tower
     assert type(retriever).from_config(retriever.get_config()).itm_stop_gradient == stop
+
+
+def test_itm_warmup_trains_itc_alone_first_and_still_logs_itm(preprocessor, pairs):
+    retriever = SimMIMRetriever(tiny_backbone())
+    batches = tf.data.Dataset.from_tensor_slices(preprocessor(pairs)).batch(6)
+    retriever.compile(optimizer=keras.optimizers.AdamW(1e-2))
+    retriever(next(iter(batches)))
+    head = retriever.objectives.itm_head
+    snapshots = [[w.numpy().copy() for w in head.weights]]
+
+    class SnapshotHead(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            snapshots.append([w.numpy().copy() for w in head.weights])
+
+    history = retriever.fit(
+        batches,
+        validation_data=batches,
+        epochs=3,
+        verbose=0,
+        callbacks=[LossWarmup("itm", epochs=2), SnapshotHead()],
+    ).history
+    changed = [
+        any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+        for before, after in zip(snapshots, snapshots[1:], strict=False)
+    ]
+    # Only ITM trains its head: still during warm-up, moving after it.
+    assert changed == [False, False, True]
+    assert len(history["itm_loss"]) == 3
+    # Warm-up totals leave ITM out, then count it (validation too).
+    for key in ("", "val_"):
+        itc, itm, total = (
+            history[f"{key}{name}_loss"] for name in ("itc", "itm", "total")
+        )
+        np.testing.assert_allclose(total[:2], itc[:2], rtol=1e-5)
+        np.testing.assert_allclose(total[2], itc[2] + itm[2], rtol=1e-5)
+    assert not retriever.objectives.paused_losses
 
 
 def test_retriever_search_reranks_only_the_top_k(preprocessor, pairs):

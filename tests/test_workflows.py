@@ -1,6 +1,7 @@
 """pretrain -> finetune -> evaluate through the CLI, tiny models on the sample."""
 
 import json
+import pathlib
 import re
 
 import keras
@@ -358,3 +359,20 @@ def test_training_artists_that_break_the_protocol_are_refused(
     if test_artist == "google" and "noto_v1" in train_artists:
         config["data"]["test_artist"] = "openmoji"
         check_unseen_test_artist(config["data"])
+
+
+def test_recipe_files_use_only_keys_of_the_schema():
+    # A file's keys merge unchecked (old run folders keep old keys): a typo
+    # in a shipped recipe would silently do nothing.
+    def unknown_keys(settings, schema, prefix=""):
+        for key, value in settings.items():
+            if key not in schema:
+                yield prefix + key
+            elif isinstance(value, dict):
+                yield from unknown_keys(value, schema[key], f"{prefix}{key}.")
+
+    recipes = sorted((pathlib.Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        assert not list(unknown_keys(yaml.safe_load(recipe.read_text()), DEFAULT_CONFIG))
+        load_config(recipe, defaults=DEFAULT_CONFIG)

@@ -13,6 +13,7 @@ from simmim_tf.graph.encoder import MultimodalGraphEncoder
 from simmim_tf.graph.fusion import SqrtTwoFusion
 from simmim_tf.models.inputs import (
     MODALITIES,
+    TEXT_ENCODER_STATES,
     check_modalities,
     encode_tokens,
     mean_over_tokens,
@@ -157,10 +158,42 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         token_states = encode_tokens(
             self.text_encoder, inputs["token_ids"], inputs["padding_mask"]
         )
-        states = self.text_projection(token_states)
-        mean = mean_over_tokens(states, inputs["padding_mask"])
-        outputs = {"text_token_states": states, "text_unimodal_embedding": mean}
+        outputs = self._project_text(token_states, inputs["padding_mask"])
         return keras.Model(inputs, outputs, name="text_tower")
+
+    def _project_text(self, encoder_states, padding_mask) -> dict:
+        states = self.text_projection(encoder_states)
+        mean = mean_over_tokens(states, padding_mask)
+        return {"text_token_states": states, "text_unimodal_embedding": mean}
+
+    def encode_text(self, inputs: dict, training: bool | None = None) -> dict:
+        """`text_tower`'s outputs for `inputs`, the way a training step wants them.
+
+        A frozen text encoder (`text_encoder.trainable` False) runs in
+        inference mode: its dropout would only add noise to states no step
+        trains. Its states may also come precomputed, as
+        `inputs["text_encoder_states"]` `[B, L, H]` (what
+        `simmim_tf.training.text_states` adds to batches): then only the
+        projection runs.
+
+        Args:
+            inputs: dict with `padding_mask` and `token_ids` or
+                `text_encoder_states`.
+            training: bool or None. The step's training flag.
+        """
+        mask = inputs["padding_mask"]
+        if TEXT_ENCODER_STATES in inputs:
+            if self.text_encoder.trainable:
+                raise ValueError(
+                    f"`{TEXT_ENCODER_STATES}` are a frozen text encoder's states, "
+                    "but this backbone trains its text encoder "
+                    "(`text_encoder.trainable` is True): pass `token_ids` instead."
+                )
+            return self._project_text(inputs[TEXT_ENCODER_STATES], mask)
+        text = {"token_ids": inputs["token_ids"], "padding_mask": mask}
+        return self.text_tower(
+            text, training=bool(training) and self.text_encoder.trainable
+        )
 
     def graph_fusion_for(self, modalities=MODALITIES) -> keras.Model:
         """The graph and the fusion over `modalities`, a functional model.

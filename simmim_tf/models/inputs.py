@@ -6,6 +6,9 @@ import keras
 import tensorflow as tf
 
 MODALITIES = ("image", "text")
+# A frozen text encoder's token states `[B, L, H]`, computed before the step
+# (`simmim_tf.training.text_states`), in place of running the encoder.
+TEXT_ENCODER_STATES = "text_encoder_states"
 
 
 def check_modalities(modalities) -> tuple[str, ...]:

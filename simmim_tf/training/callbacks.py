@@ -260,6 +260,50 @@ EPOCH_LOG = "epochs.csv"
 EPOCH_SECONDS = "epoch_seconds"
 
 
+class LossWarmup(keras.callbacks.Callback):
+    """Leaves one loss out of training for the first `epochs` epochs.
+
+    For ALBEF's order: ITC aligns the towers first, then ITM learns from the
+    hard negatives those aligned embeddings pick. The loss is still computed
+    and logged every epoch (its curve shows what it would be); only the total
+    that is trained on leaves it out. The model is a `SimMIMPretrainer` or a
+    task that trains one as `objectives` (`SimMIMRetriever`). Which losses
+    count is fixed when a step is traced, so the train and test steps are
+    traced again when it changes: twice a run.
+
+    Args:
+        loss: str. A loss name, e.g. `"itm"`.
+        epochs: int. Epochs without it.
+
+    Example:
+    ```python
+    retriever.fit(batches, epochs=20, callbacks=[LossWarmup("itm", epochs=5)])
+    ```
+    """
+
+    def __init__(self, loss: str, epochs: int):
+        super().__init__()
+        self.loss = loss
+        self.epochs = epochs
+
+    def _objectives(self):
+        return getattr(self.model, "objectives", self.model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        paused = self._objectives().paused_losses
+        pause = epoch < self.epochs
+        if pause != (self.loss in paused):
+            if pause:
+                paused.add(self.loss)
+            else:
+                paused.discard(self.loss)
+            self.model.make_train_function(force=True)
+            self.model.make_test_function(force=True)
+
+    def on_train_end(self, logs=None):
+        self._objectives().paused_losses.discard(self.loss)
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Adds each epoch's wall seconds to its logs as `EPOCH_SECONDS`, so that
     `epochs.csv` records what a run cost, across resumes."""

@@ -52,6 +52,9 @@ DEFAULT_CONFIG: dict = {
         "image_encoder": "resnet18_64px",
         "text_encoder": None,  # None: pretrained MiniLM-L6
         "train_text_encoder": False,
+        # Retrieval and pre-training: a frozen text encoder's states are
+        # computed once per run (inference mode) and looked up every step.
+        "cache_text_states": True,
         "hidden_dim": 128,
         "num_rounds": 2,
         "num_heads": 4,
@@ -68,6 +71,7 @@ DEFAULT_CONFIG: dict = {
     "pretrain": {
         "epochs": 10,
         "learning_rate": 1e-3,
+        "weight_decay": 0.004,  # AdamW's, on every weight (Keras's default)
         "schedule": "cosine",
         "mim_weight": 1.0,
         "mlm_weight": 1.0,
@@ -82,6 +86,7 @@ DEFAULT_CONFIG: dict = {
         "modalities": ["image", "text"],
         "epochs": 20,
         "learning_rate": 1e-3,
+        "weight_decay": 0.004,
         "schedule": "cosine",
         # None: train every epoch. Validation loss on held-out twitter concepts
         # stops improving long before cross-artist recall does.
@@ -91,6 +96,8 @@ DEFAULT_CONFIG: dict = {
         # the towers (ITM then trains the graph and its head, ITC the towers).
         "itm_weight": 1.0,
         "itm_stop_gradient": False,
+        # Epochs of ITC alone before ITM joins (ALBEF's order); 0: from the start.
+        "itm_warmup_epochs": 0,
     },
     # Devices and hosts (`simmim_tf.training.distribute`, docs/distributed.md):
     # default | mirrored (several devices of a host) | multi_worker (hosts of

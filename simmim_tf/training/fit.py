@@ -58,7 +58,7 @@ def fit_model(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     jit_compile: bool = False,
 ) -> tuple[dict[str, list[float]], float]:
-    """Compile with AdamW on the section's schedule and `fit`; resumable.
+    """Compile with AdamW (the section's schedule and weight decay), `fit`; resumable.
 
     Writes TensorBoard logs, checkpoints and a backup (see
     `standard_callbacks`), then `history.json` and `training_curves.png`.
@@ -100,7 +100,10 @@ def fit_model(
     if callable(rate):
         callbacks.append(ScheduledLearningRate(rate))
         rate = float(rate(0))
-    model.compile(optimizer=keras.optimizers.AdamW(rate), jit_compile=jit_compile)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(rate, weight_decay=settings["weight_decay"]),
+        jit_compile=jit_compile,
+    )
     synchronize_batch_norm(model)
     build_from_a_local_batch(model)
     start = time.perf_counter()
