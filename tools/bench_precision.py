@@ -74,12 +74,12 @@ def step_timer(config: dict, model: keras.Model | None = None):
     model = model or build_task_model(config, num_classes=NUM_CLASSES)
     x = training_batch(config)
     retrieval = config["finetune"]["task"] == "retrieve"
-    if retrieval and not model.backbone.text_encoder.trainable:
+    frozen = not model.backbone.text_encoder.trainable
+    if retrieval and frozen and config["model"]["cache_text_states"]:
         # As `simmim-tf finetune` trains it: the frozen states computed once
-        # (model.cache_text_states, simmim_tf.training.text_states).
-        if config["model"]["cache_text_states"]:
-            text = (tf.constant(x["token_ids"]), tf.constant(x["padding_mask"]))
-            x[TEXT_ENCODER_STATES] = encode_tokens(model.backbone.text_encoder, *text)
+        # (simmim_tf.training.text_states).
+        text = (tf.constant(x["token_ids"]), tf.constant(x["padding_mask"]))
+        x[TEXT_ENCODER_STATES] = encode_tokens(model.backbone.text_encoder, *text)
     y = None if retrieval else np.arange(len(x["images"])) % NUM_CLASSES
     model(x)
     model.compile(
