@@ -147,6 +147,13 @@ def test_text_encoder_loads_any_keras_hub_preset_folder(tmp_path):
         keras.ops.convert_to_numpy(restored(inputs)["sequence_output"]),
         keras.ops.convert_to_numpy(encoder(inputs)["sequence_output"]),
     )
+    # Frozen from a preset: the same weights and states, no dropout, no training.
+    frozen = build_text_encoder(str(tmp_path / "tiny_preset"), frozen=True)
+    assert (frozen.dropout, frozen.trainable, restored.dropout) == (0.0, False, 0.1)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(frozen(inputs, training=True)["sequence_output"]),
+        keras.ops.convert_to_numpy(encoder(inputs)["sequence_output"]),
+    )
 
 
 def test_keras_hub_minilm_matches_the_pytorch_reference(tokenizer):

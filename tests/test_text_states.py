@@ -10,8 +10,9 @@ import tensorflow as tf
 from simmim_tf.models.inputs import TEXT_ENCODER_STATES, encode_tokens
 from simmim_tf.models.retriever import SimMIMRetriever
 from simmim_tf.training.config import default_config
+from simmim_tf.training.tasks import build_task_model
 from simmim_tf.training.text_states import FrozenTextStates, with_frozen_text_states
-from tests.conftest import tiny_backbone
+from tests.conftest import TINY_RUN, tiny_backbone
 
 TEXTS = ["grinning face", "red heart: love", "cat face", "rocket: space", "sun"]
 
@@ -95,6 +96,43 @@ def test_a_frozen_encoder_runs_in_inference_mode_a_trained_one_does_not(
     backbone.text_encoder.trainable = False
     frozen = backbone.encode_text(inputs, training=True)["text_token_states"]
     np.testing.assert_allclose(frozen, inference, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "task, modalities",
+    [("classify", ["text"]), ("baseline", ["text"]), ("vqa", ["image", "text"])],
+)
+@pytest.mark.parametrize("train_text_encoder", [False, True])
+def test_a_tasks_frozen_text_encoder_drops_nothing_in_training(
+    preprocessor, task, modalities, train_text_encoder
+):
+    # Models built over the encoder hand it their training flag; a frozen one
+    # (the default) must still give its inference states.
+    config = default_config(
+        data={**TINY_RUN["data"], "scenes": task == "vqa"},
+        model={
+            **TINY_RUN["model"],
+            "train_text_encoder": train_text_encoder,
+            "dropout": 0.0,  # the graph's
+        },
+        finetune={"task": task, "modalities": modalities},
+    )
+    model = build_task_model(config, num_classes=3)
+    encoder = model.text_encoder if task == "baseline" else model.backbone.text_encoder
+    in_encoder = {id(layer) for layer in encoder._flatten_layers()}
+    for layer in model._flatten_layers():  # all else in inference mode
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+        if isinstance(layer, keras.layers.Dropout) and id(layer) not in in_encoder:
+            layer.rate = 0.0
+    batch = next(iter(pair_batches(preprocessor, TEXTS)))
+    inputs = {key: batch[key] for key in model.input}
+    inference = model(inputs, training=False)
+    trained = model(inputs, training=True)
+    if train_text_encoder:  # the tiny BERT's dropout 0.1 is on: it trains
+        assert not np.allclose(trained, inference, atol=1e-5)
+    else:
+        np.testing.assert_allclose(trained, inference, atol=1e-5)
 
 
 def test_fit_on_cached_states_never_runs_the_text_encoder(preprocessor, frozen_backbone):

@@ -27,7 +27,9 @@ TEXT_ENCODER_CONFIGS: dict[str, dict] = {
 
 
 def build_text_encoder(
-    preset: str | None = None, dtype: str | keras.DTypePolicy | None = None
+    preset: str | None = None,
+    dtype: str | keras.DTypePolicy | None = None,
+    frozen: bool = False,
 ) -> keras_hub.models.BertBackbone:
     """Build a keras-hub `BertBackbone` from a preset handle or a config name.
 
@@ -40,6 +42,11 @@ def build_text_encoder(
             Keras cache, fetched on first use.
         dtype: Keras dtype policy (e.g. `"mixed_bfloat16"`); None: the
             preset's (or the global one).
+        frozen: bool. Build it frozen: `trainable` False and dropout 0 (the
+            same weights). Keras 3 `trainable=False` freezes the weights, not
+            the dropout, and a model built over the encoder hands its training
+            flag to it: a frozen encoder's dropout would only add noise to
+            states that no step trains.
 
     Example:
     ```python
@@ -47,9 +54,16 @@ def build_text_encoder(
     encoder.hidden_dim  # 16
     ```
     """
+    overrides = {"dropout": 0.0} if frozen else {}
     if preset in TEXT_ENCODER_CONFIGS:
-        return keras_hub.models.BertBackbone(**TEXT_ENCODER_CONFIGS[preset], dtype=dtype)
-    return _from_preset(keras_hub.models.BertBackbone, preset, dtype=dtype)
+        config = {**TEXT_ENCODER_CONFIGS[preset], **overrides}
+        encoder = keras_hub.models.BertBackbone(**config, dtype=dtype)
+    else:
+        encoder = _from_preset(
+            keras_hub.models.BertBackbone, preset, dtype=dtype, **overrides
+        )
+    encoder.trainable = not frozen
+    return encoder
 
 
 def build_tokenizer(preset: str | None = None) -> keras_hub.models.BertTokenizer:

@@ -264,6 +264,7 @@ class SimMIMBackbone(keras_hub.models.Backbone):
         text_encoder: str | None = None,
         image_encoder_weights: str | None = None,
         dtype: str | keras.DTypePolicy | None = None,
+        freeze_text_encoder: bool = False,
         **kwargs,
     ) -> SimMIMBackbone:
         """Build with encoders named by config (see `simmim_tf.encoders`).
@@ -276,13 +277,17 @@ class SimMIMBackbone(keras_hub.models.Backbone):
             image_encoder_weights: str. Optional local `.weights.h5` file.
             dtype: Keras dtype policy of the whole backbone, encoders included
                 (e.g. `"mixed_bfloat16"`: bfloat16 compute, float32 weights).
+            freeze_text_encoder: bool. A frozen text encoder, without dropout
+                (see `build_text_encoder`'s `frozen`).
             **kwargs: the other `SimMIMBackbone` arguments.
         """
         return cls(
             image_encoder=build_image_encoder(
                 image_encoder, image_encoder_weights, dtype=dtype
             ),
-            text_encoder=build_text_encoder(text_encoder, dtype=dtype),
+            text_encoder=build_text_encoder(
+                text_encoder, dtype=dtype, frozen=freeze_text_encoder
+            ),
             dtype=dtype,
             **kwargs,
         )

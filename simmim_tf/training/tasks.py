@@ -40,7 +40,10 @@ def build_backbone(config: dict) -> SimMIMBackbone:
             dropout=model["dropout"],
             padded_graph=padded_graph,
             dtype=dtype,
+            freeze_text_encoder=not model["train_text_encoder"],
         )
+    # A preset's encoder keeps the dropout it was saved with; frozen, it runs
+    # in inference mode in retrieval and pre-training (`encode_text`).
     backbone.text_encoder.trainable = bool(model["train_text_encoder"])
     return backbone
 
@@ -131,9 +134,10 @@ def build_task_model(config: dict, num_classes: int | None = None) -> keras.Mode
         # The same text tower as SimMIM's, frozen the same way: the comparison
         # measures the fusion, not the text encoder.
         text_encoder = build_text_encoder(
-            config["model"]["text_encoder"], dtype=model_dtype(config)
+            config["model"]["text_encoder"],
+            dtype=model_dtype(config),
+            frozen=not config["model"]["train_text_encoder"],
         )
-        text_encoder.trainable = bool(config["model"]["train_text_encoder"])
     return LateFusionBaseline(
         num_classes=num_classes,
         text_encoder=text_encoder,
