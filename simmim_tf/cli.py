@@ -14,6 +14,13 @@ import argparse
 import pathlib
 import sys
 
+from simmim_tf.training.config import DEFAULT_CONFIG
+
+DEFAULT_ARTISTS = [
+    *DEFAULT_CONFIG["data"]["train_artists"],
+    DEFAULT_CONFIG["data"]["test_artist"],
+]
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `simmim-tf` console script."""
@@ -44,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         "--vendors",
         dest="vendors",
         nargs="+",
-        default=["twitter", "google"],
+        default=DEFAULT_ARTISTS,
         help="artists whose artwork to fetch: twitter, google, openmoji, fluent, "
-        "emojione, noto_v1 (default: twitter google)",
+        f"emojione, noto_v1 (default: {' '.join(DEFAULT_ARTISTS)}, what the "
+        "default config trains and tests on)",
     )
     fetch.add_argument(
         "--i-have-the-rights",

@@ -2,7 +2,8 @@
 
 Every run is a `finetune` job (`simmim_tf.jobs`): the concept split, the
 training loop and the evaluation of `simmim-tf finetune`, with a shorter
-schedule. All train on one artist's drawings (twitter, seen concepts) and are
+schedule. All train on the open artists' drawings (twitter, OpenMoji, Fluent
+and EmojiOne 2.3 by default: `data.train_artists`; seen concepts) and are
 tested on another artist's drawings of the same emoji (google):
 
 - text→image retrieval over google's whole gallery with SimMIM's retriever:

@@ -23,7 +23,8 @@ def test_demo_runs_every_row_writes_its_outputs_and_never_imports_pytorch(tmp_pa
     )
     assert pytorch_modules == []
     # The table names the artists and every row.
-    assert "trained on twitter (seen concepts), tested on google" in result.stdout
+    trained_on = "twitter + openmoji + fluent + emojione (seen concepts)"
+    assert f"trained on {trained_on}, tested on google" in result.stdout
     for name, _, _ in DEMO_RUNS:
         assert name in result.stdout
     results = json.loads((output / "results.json").read_text())

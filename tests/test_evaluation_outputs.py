@@ -314,21 +314,6 @@ def test_the_report_reuses_a_finished_run_only_under_its_own_config(tmp_path):
         make_report.finished(longer, marker)
 
 
-def test_the_report_gives_each_row_its_training_minutes(tmp_path):
-    make_report = load_tool("make_report")
-    timed, untimed, unlogged = (tmp_path / name for name in ("a", "b", "c"))
-    for folder in (timed, untimed, unlogged):
-        folder.mkdir()
-    (timed / "epochs.csv").write_text("epoch,loss,epoch_seconds\n0,2.0,90\n1,1.5,150\n")
-    (untimed / "epochs.csv").write_text("epoch,loss\n0,2.0\n")
-    assert make_report.training_minutes(str(timed)) == pytest.approx(4.0)
-    assert make_report.training_minutes(str(untimed)) is None
-    assert make_report.training_minutes(str(unlogged)) is None
-    cost = make_report.COST
-    assert make_report._cost([{cost: 4.0}, {cost: 2.6}]) == "7"  # seeds together
-    assert make_report._cost([{cost: 4.0}, {cost: None}]) == "–"
-
-
 def test_vqa_grid_draws_each_scene_and_refuses_missing_answers(tmp_path):
     scenes = np.full((3, 32, 32, 3), 255, np.uint8)
     questions = ["where is the cat?", "is there a dog?", "how many red heart?"]

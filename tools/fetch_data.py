@@ -2,7 +2,7 @@
 
 The same as `simmim-tf data fetch`, for a checkout without the console script:
 
-    python tools/fetch_data.py --manual-dir ~/emoji_npm [--artists twitter openmoji]
+    python tools/fetch_data.py --manual-dir ~/emoji_npm [--artists twitter google noto_v1]
 
 Then `simmim-tf demo --manual-dir ~/emoji_npm` trains on all of it.
 """

@@ -2,25 +2,29 @@
 
     python tools/make_report.py --manual-dir ~/emoji_npm
 
-(`simmim-tf data fetch --manual-dir ~/emoji_npm` first.) Trains on one
-vendor (twitter, seen concepts), tests on another (google): the whole gallery
-and the 20 % held-out concepts. Rows: LateFusionBaseline (image only, and with
-the same frozen text tower as SimMIM); SimMIM without graph
-rounds (K=0); SimMIM from scratch (also for as many epochs as pre-training
-plus fine-tuning, the compute-matched control); SimMIM pre-trained with MIM
-only, ITC only and all losses; dual-encoder retrieval vs graph re-ranking;
-questions about emoji scenes (VQA) for K=0, 1, 2 (GATv2 and dot-product
-attention) and the baseline.
-Every run trains for its full epochs unless `--patience` is given; the
-baselines train for `--baseline-epochs` (their training accuracy flattens
-later than SimMIM's). Runs go to `--runs-dir`; rerunning resumes unfinished
-runs and reuses finished ones whose saved config is the one asked for (a
-finished run of another config is an error naming the keys that differ).
+(`simmim-tf data fetch --manual-dir ~/emoji_npm` first.) Trains on the open
+artists (twitter, OpenMoji, Fluent, EmojiOne 2.3: the default
+`data.train_artists`), seen concepts only, and tests on google, an artist no
+run ever trains on: the whole gallery and the 20 % held-out concepts. Rows:
+text<->image retrieval with issue 11's plain CLIP recipe (K=0,
+`configs/clip_96px.yaml`), the same recipe with two graph rounds and ITM (K=2,
+dual and re-ranked), and the package defaults; image-only and image+text
+classification against LateFusionBaseline; questions about emoji scenes (VQA)
+for K=0, 1, 2 (GATv2 and dot-product attention) and the baseline.
+
+Every finished run leaves a record (`simmim_tf.evaluation.run_records`: its
+config, data digest, metrics, history and epoch seconds) in `--records`,
+which is committed: the report reads its rows from the records, and trains
+only the runs that have none, or whose record another config or other data
+made. The runs take hours on a CPU; `--recorded-only` trains nothing and
+shows the missing runs as pending, so a report can grow a row at a time.
+Run folders go to `--runs-dir`; rerunning resumes unfinished runs and reuses
+finished ones whose saved config is the one asked for (a finished run of
+another config is an error naming the keys that differ).
 """
 
 import argparse
 import copy
-import json
 import os
 import pathlib
 import shlex
@@ -32,26 +36,135 @@ import yaml
 
 from simmim_tf import jobs
 from simmim_tf.atomic import atomic_write_bytes
-from simmim_tf.evaluation.evaluate import (
-    GALLERIES,
-    RANKINGS,
-    metrics_path,
-    read_metrics,
-)
+from simmim_tf.evaluation.evaluate import RANKINGS
 from simmim_tf.evaluation.plots import plot_training_curves
 from simmim_tf.evaluation.report import write_results_markdown
-from simmim_tf.training.callbacks import EPOCH_LOG, EPOCH_SECONDS, epoch_history
+from simmim_tf.evaluation.run_records import (
+    dotted_config,
+    finished_run_output,
+    read_record,
+    record_differences,
+    run_record,
+    write_record,
+)
+from simmim_tf.hashing import sha256_file
 from simmim_tf.training.config import DEFAULT_CONFIG, default_config, load_config
 
+CLIP_RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs" / "clip_96px.yaml"
 VQA_IMAGE_SIZE = 64
-# Column of every table: the fine-tuning minutes of the row's runs (seeds
-# together; pre-training not included), read from their `epochs.csv`.
+# Columns of every table: the fine-tuning minutes of the row's runs (seeds
+# together), read from their records, and how many of its seeds are recorded.
 COST = "train min"
-PRETRAIN_VARIANTS = {
-    "MIM only": dict(mim_weight=1.0, mlm_weight=0.0, itc_weight=0.0, itm_weight=0.0),
-    "ITC only": dict(mim_weight=0.0, mlm_weight=0.0, itc_weight=1.0, itm_weight=0.0),
-    "all losses": dict(mim_weight=1.0, mlm_weight=1.0, itc_weight=1.0, itm_weight=1.0),
-}
+SEEDS = "seeds"
+PENDING = "pending"
+# Files of a run folder the report shows, kept (by sha256) in its record.
+FIGURES = (
+    "retrieval_dual_google.png",
+    "retrieval_rerank_google.png",
+    "vqa_google.png",
+)
+
+
+class Report:
+    """The runs of a report: made, read back from a record, or pending.
+
+    Args:
+        base: dict. The config every run starts from.
+        runs_dir: path. Where run folders go.
+        records_dir: path. Where run records go (one `{run}.json` each).
+        recorded_only: bool. Train nothing: a run without a record is pending.
+    """
+
+    def __init__(self, base: dict, runs_dir, records_dir, recorded_only: bool):
+        self.base = base
+        self.runs_dir = pathlib.Path(runs_dir)
+        self.records_dir = pathlib.Path(records_dir)
+        self.recorded_only = recorded_only
+        self.made, self.reused, self.pending = [], [], []
+        self.histories = {}
+
+    def config(self, name: str, seed: int = 0, recipe=None, **sections) -> dict:
+        """`base`, then the `recipe` file, then `sections`' values, for one run."""
+        result = (
+            load_config(recipe, defaults=self.base)
+            if recipe
+            else copy.deepcopy(self.base)
+        )
+        for key, value in sections.items():
+            result[key].update(value)
+        result.update(seed=seed, run_dir=str(self.runs_dir / f"{name}-seed{seed}"))
+        return result
+
+    def run(self, name: str, seed: int = 0, recipe=None, **sections) -> dict | None:
+        """The record of one fine-tuning run (trained if needed), or None if pending."""
+        config = self.config(name, seed, recipe, **sections)
+        run_name = pathlib.Path(config["run_dir"]).name
+        record_file = self.records_dir / f"{run_name}.json"
+        record = read_record(record_file)
+        if finished(config, finished_run_output(config)):
+            record = self._record_of(config, record_file, record)
+            self.reused.append(run_name)
+        elif record is not None and not record_differences(record, config):
+            self.reused.append(run_name)
+        elif self.recorded_only:
+            if record is not None:
+                print(
+                    f"{record_file} was made by another run "
+                    f"({', '.join(record_differences(record, config))} differ): pending"
+                )
+            self.pending.append(run_name)
+            return None
+        else:
+            jobs.run_finetune(config)
+            record = self._record_of(config, record_file, None)
+            self.made.append(run_name)
+        if seed == 0:
+            self.histories[name] = record["history"]
+        return {**record, "run_name": run_name}
+
+    def _record_of(self, config: dict, record_file, old: dict | None) -> dict:
+        """The finished run's record, written where it changed."""
+        record = run_record(config, FIGURES)
+        if record != old:
+            write_record(record_file, record)
+        return record
+
+    def figure(self, record: dict | None, name: str, target) -> str | None:
+        """`target`, a copy of the run's figure `name`: copied from its folder
+        when there, kept when an earlier copy is the recorded run's; else None."""
+        if record is None or name not in record["figures"]:
+            return None
+        source = self.runs_dir / record["run_name"] / name
+        if source.is_file():
+            atomic_write_bytes(target, source.read_bytes())
+        target = pathlib.Path(target)
+        if target.is_file() and sha256_file(target) == record["figures"][name]:
+            return str(target)
+        return None
+
+    def wall_note(self) -> str:
+        """What the wall time covers: runs trained now, read back, and pending."""
+        parts = []
+        if self.made:
+            parts.append(
+                f"on {os.cpu_count()} CPU cores to train {_runs(len(self.made))}"
+            )
+        if self.reused:
+            parts.append(
+                f"to read back {_runs(len(self.reused))} from the records"
+                f" in {self.records_dir}"
+            )
+        note = "; ".join(parts)
+        if self.pending:
+            note += (
+                f"; {_runs(len(self.pending))} pending (not trained yet, "
+                f"`--recorded-only`): {', '.join(self.pending)}"
+            )
+        return note
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
 
 
 def main() -> None:
@@ -59,6 +172,12 @@ def main() -> None:
     parser.add_argument("--manual-dir", help="npm tarballs (default: bundled sample)")
     parser.add_argument("--data-dir", help="TFDS data folder")
     parser.add_argument("--runs-dir", default="runs/report")
+    parser.add_argument("--records", default="docs/report_runs")
+    parser.add_argument(
+        "--recorded-only",
+        action="store_true",
+        help="train nothing: rows without records are shown as pending",
+    )
     parser.add_argument("--out", default="docs/results.md")
     parser.add_argument(
         "--notes",
@@ -66,12 +185,6 @@ def main() -> None:
         help="hand-written markdown merged under the report's Notes heading",
     )
     defaults = DEFAULT_CONFIG
-    parser.add_argument(
-        "--pretrain-epochs", type=int, default=defaults["pretrain"]["epochs"]
-    )
-    parser.add_argument(
-        "--finetune-epochs", type=int, default=defaults["finetune"]["epochs"]
-    )
     parser.add_argument(
         "--baseline-epochs",
         type=int,
@@ -82,119 +195,62 @@ def main() -> None:
         "--patience",
         type=int,
         help="early-stopping patience (default: off, every run trains all its "
-        "epochs: the validation loss on held-out twitter concepts stops "
-        "improving long before cross-vendor recall does)",
+        "epochs: the validation loss on held-out training concepts stops "
+        "improving long before cross-artist recall does)",
     )
     parser.add_argument("--seeds", type=int, default=2, help="seeds of the key rows")
-    parser.add_argument(
-        "--sequence-length", type=int, default=defaults["data"]["sequence_length"]
-    )
     args = parser.parse_args()
 
     start = time.perf_counter()
-    runs = pathlib.Path(args.runs_dir)
     base = default_config(
-        data=dict(
-            manual_dir=args.manual_dir,
-            data_dir=args.data_dir,
-            sequence_length=args.sequence_length,
-        ),
-        pretrain=dict(epochs=args.pretrain_epochs),
-        finetune=dict(epochs=args.finetune_epochs, patience=args.patience),
+        data=dict(manual_dir=args.manual_dir, data_dir=args.data_dir),
+        finetune=dict(patience=args.patience),
     )
-    histories = {}
-    runs_made, runs_reused = [], []
+    report = Report(base, args.runs_dir, args.records, args.recorded_only)
+    run = report.run
+    seeds, one = range(args.seeds), range(1)
 
-    def config(name, seed=0, **sections):
-        result = copy.deepcopy(base)
-        for key, value in sections.items():
-            result[key].update(value)
-        result.update(seed=seed, run_dir=str(runs / f"{name}-seed{seed}"))
-        return result
-
-    def finetune(name, seed=0, **sections):
-        cfg = config(name, seed, **sections)
-        metrics_file = metrics_path(cfg["run_dir"], cfg)
-        if finished(cfg, metrics_file):
-            runs_reused.append(name)
-        else:
-            jobs.run_finetune(cfg)
-            runs_made.append(name)
-        histories[name] = json.loads((metrics_file.parent / "history.json").read_text())
-        return {
-            **read_metrics(cfg["run_dir"], cfg),
-            COST: training_minutes(cfg["run_dir"]),
-        }
-
-    def pretrain(name, weights):
-        cfg = config(f"pretrain-{name}", pretrain=weights)
-        backbone = pathlib.Path(cfg["run_dir"]) / "backbone"
-        if finished(cfg, backbone):
-            runs_reused.append(name)
-        else:
-            jobs.run_pretrain(cfg)
-            runs_made.append(name)
-        history = backbone.parent / "history.json"
-        histories[f"pretrain {name}"] = json.loads(history.read_text())
-        return str(backbone)
-
-    seeds = range(args.seeds)
-    retrieval, image_only, image_and_text = {}, {}, {}
-    retrieval["SimMIM K=0, from scratch"] = [
-        finetune("retrieve-k0", model=dict(num_rounds=0))
-    ]
-    retrieval["SimMIM K=2, from scratch"] = [
-        finetune("retrieve-scratch", s) for s in seeds
-    ]
-    # As many epochs as pre-training + fine-tuning: the compute-matched control.
-    matched = args.pretrain_epochs + args.finetune_epochs
-    retrieval[f"SimMIM K=2, from scratch, {matched} epochs"] = [
-        finetune("retrieve-scratch-matched", finetune=dict(epochs=matched))
-    ]
-    backbones = {name: pretrain(name, w) for name, w in PRETRAIN_VARIANTS.items()}
-    for name, backbone in backbones.items():
-        key = f"SimMIM K=2, pre-trained ({name})"
-        count = seeds if name == "all losses" else range(1)
-        retrieval[key] = [
-            finetune(
-                f"retrieve-{name.replace(' ', '-')}", s, model=dict(backbone=backbone)
-            )
-            for s in count
-        ]
+    graph = dict(model=dict(num_rounds=2), finetune=dict(itm_weight=1.0))
+    retrieval = {
+        "K=0, ITC only: the CLIP recipe, 96 px": [
+            run("retrieve-clip-k0", s, CLIP_RECIPE) for s in seeds
+        ],
+        "K=2, ITC + ITM: the CLIP recipe with the graph, 96 px": [
+            run("retrieve-clip-k2", s, CLIP_RECIPE, **graph) for s in seeds
+        ],
+        "K=2, ITC + ITM: package defaults, 64 px": [
+            run("retrieve-defaults-k2", s) for s in one
+        ],
+    }
+    # The CLIP recipe trains no ITM head: its re-ranking would be noise.
+    rankings = {name: RANKINGS for name in retrieval}
+    rankings["K=0, ITC only: the CLIP recipe, 96 px"] = ("dual",)
     classify = dict(task="classify", label="subgroup")
     baseline = dict(task="baseline", label="subgroup", epochs=args.baseline_epochs)
-    image_only["LateFusionBaseline image only (a plain CNN)"] = [
-        finetune("baseline-image", finetune=dict(baseline, modalities=["image"]))
-    ]
-    image_only["SimMIM image only, from scratch"] = [
-        finetune("classify-image", finetune=dict(classify, modalities=["image"]))
-    ]
-    for name in ("ITC only", "all losses"):
-        image_only[f"SimMIM image only, pre-trained ({name})"] = [
-            finetune(
-                f"classify-image-pretrained-{name.replace(' ', '-')}",
-                finetune=dict(classify, modalities=["image"]),
-                model=dict(backbone=backbones[name]),
-            )
-        ]
-    image_and_text["LateFusionBaseline image+text (CNN + frozen MiniLM-L6)"] = [
-        finetune("baseline-frozen-text", finetune=baseline)
-    ]
-    image_and_text["SimMIM image+text, from scratch"] = [
-        finetune("classify-both", finetune=classify)
-    ]
-    # Scenes of four emoji and one question each; mixed_bfloat16 (1.3x on this
-    # CPU, R@1 within 0.3 points) for SimMIM, float32 for the baseline (its
-    # BatchNorm and pooling are slower in bf16 here).
-    scenes = dict(scenes=True, image_size=VQA_IMAGE_SIZE)
-    vqa = dict(task="vqa")
-    # Rounds K, and GATv2's additive score against a dot product between a
-    # token and a cell.
+    image_only = {
+        "LateFusionBaseline image only (a plain CNN)": [
+            run("baseline-image", finetune=dict(baseline, modalities=["image"]))
+        ],
+        "SimMIM image only, from scratch": [
+            run("classify-image", finetune=dict(classify, modalities=["image"]))
+        ],
+    }
+    image_and_text = {
+        "LateFusionBaseline image+text (CNN + frozen MiniLM-L6)": [
+            run("baseline-frozen-text", finetune=baseline)
+        ],
+        "SimMIM image+text, from scratch": [run("classify-both", finetune=classify)],
+    }
+    # Scenes of four emoji and one question each, one scene per training
+    # drawing and epoch; mixed_bfloat16 (1.3x on this CPU, R@1 within 0.3
+    # points) for SimMIM, float32 for the baseline (its BatchNorm and pooling
+    # are slower in bf16 here).
+    scenes = dict(scenes=True, image_size=VQA_IMAGE_SIZE, scenes_per_drawing=1)
     simmim_on_scenes = {
-        "SimMIM K=0, from scratch": ("vqa-k0", dict(num_rounds=0), seeds),
-        "SimMIM K=1, from scratch": ("vqa-k1", dict(num_rounds=1), range(1)),
-        "SimMIM K=2, from scratch": ("vqa-k2", dict(num_rounds=2), seeds),
-        "SimMIM K=2, dot-product attention, from scratch": (
+        "SimMIM K=0": ("vqa-k0", dict(num_rounds=0), seeds),
+        "SimMIM K=1": ("vqa-k1", dict(num_rounds=1), one),
+        "SimMIM K=2": ("vqa-k2", dict(num_rounds=2), one),
+        "SimMIM K=2, dot-product attention": (
             "vqa-k2-dot-product",
             dict(attention_type="dot_product"),
             seeds,
@@ -202,11 +258,11 @@ def main() -> None:
     }
     answers = {
         name: [
-            finetune(
-                run,
+            run(
+                name_of_run,
                 s,
                 data=scenes,
-                finetune=vqa,
+                finetune=dict(task="vqa"),
                 model=dict(
                     image_encoder=f"resnet18_{VQA_IMAGE_SIZE}px",
                     dtype="mixed_bfloat16",
@@ -215,47 +271,62 @@ def main() -> None:
             )
             for s in count
         ]
-        for name, (run, model, count) in simmim_on_scenes.items()
+        for name, (name_of_run, model, count) in simmim_on_scenes.items()
     }
     answers["LateFusionBaseline (CNN + frozen MiniLM-L6)"] = [
-        finetune("vqa-baseline", s, data=scenes, finetune=dict(task="baseline"))
-        for s in seeds
+        run("vqa-baseline", s, data=scenes, finetune=dict(task="baseline")) for s in seeds
     ]
-    figures = []
-    if histories:  # read back from every run, finished now or before
-        curves = pathlib.Path(args.out).parent / "results_training_curves.png"
-        plot_training_curves(histories, curves)
-        figures.append(("training curves", str(curves)))
-    for variant in ("dual", "rerank"):
-        grid = runs / f"retrieve-all-losses-seed0/retrieval_{variant}_google.png"
-        if grid.is_file():
-            target = pathlib.Path(args.out).parent / f"results_retrieval_{variant}.png"
-            atomic_write_bytes(target, grid.read_bytes())
-            figures.append(
-                (f"text queries and their top-5 google images ({variant})", str(target))
-            )
 
-    grid = runs / "vqa-k2-seed0/vqa_google.png"
-    if grid.is_file():
-        target = pathlib.Path(args.out).parent / "results_vqa.png"
-        atomic_write_bytes(target, grid.read_bytes())
-        figures.append(("google scenes, their questions and K=2's answers", str(target)))
+    out_dir = pathlib.Path(args.out).parent
+    figures = []
+    if report.histories:
+        curves = out_dir / "results_training_curves.png"
+        plot_training_curves(report.histories, curves)
+        figures.append(("training curves (seed 0 of each row)", str(curves)))
+    # The headline recipe's own ranking, and the graph's re-ranking.
+    grids = {
+        "dual": ("K=0", retrieval["K=0, ITC only: the CLIP recipe, 96 px"][0]),
+        "rerank": (
+            "K=2",
+            retrieval["K=2, ITC + ITM: the CLIP recipe with the graph, 96 px"][0],
+        ),
+    }
+    for ranking, (model, record) in grids.items():
+        shown = report.figure(
+            record,
+            f"retrieval_{ranking}_google.png",
+            out_dir / f"results_retrieval_{ranking}.png",
+        )
+        if shown:
+            figures.append(
+                (
+                    f"text queries and their top-5 google images ({model}, {ranking})",
+                    shown,
+                )
+            )
+    shown = report.figure(
+        answers["SimMIM K=2, dot-product attention"][0],
+        "vqa_google.png",
+        out_dir / "results_vqa.png",
+    )
+    if shown:
+        figures.append(("google scenes, their questions and K=2's answers", shown))
 
     command = "python tools/make_report.py " + " ".join(
         shlex.quote(a) for a in sys.argv[1:]
     )
     write_results_markdown(
         args.out,
-        title="simmim_tf results: train on twitter artwork, test on google artwork",
+        title="simmim_tf results: train on open artists, test on google artwork",
         sections=[
             (
                 "Text → image retrieval",
-                retrieval_rows(retrieval, "text_to_image"),
+                retrieval_rows(retrieval, rankings, "text_to_image"),
                 RETRIEVAL_NOTE,
             ),
             (
                 "Image → text retrieval",
-                retrieval_rows(retrieval, "image_to_text"),
+                retrieval_rows(retrieval, rankings, "image_to_text"),
                 RETRIEVAL_NOTE,
             ),
             (
@@ -272,26 +343,11 @@ def main() -> None:
         ],
         command=command,
         wall_seconds=time.perf_counter() - start,
-        wall_note=wall_note(runs_made, runs_reused, args.runs_dir),
+        wall_note=report.wall_note(),
         notes=pathlib.Path(args.notes).read_text() if args.notes else "",
         images=figures,
     )
     print(f"wrote {args.out}")
-
-
-def wall_note(made: list, reused: list, runs_dir: str) -> str:
-    """What the wall time covers: the runs trained now and those read back."""
-    if not made:
-        return (
-            f"to read back {len(reused)} finished runs from {runs_dir}; none was "
-            "trained in this invocation (the notes give their cost)"
-        )
-    note = f"on {os.cpu_count()} CPU cores for {len(made)} runs"
-    if reused:
-        note += (
-            f"; {len(reused)} more were reused from an earlier invocation in {runs_dir}"
-        )
-    return note
 
 
 def finished(config: dict, output: pathlib.Path) -> bool:
@@ -306,8 +362,8 @@ def finished(config: dict, output: pathlib.Path) -> bool:
     saved = load_config(
         pathlib.Path(config["run_dir"]) / "config.yaml", defaults=DEFAULT_CONFIG
     )
-    wanted = _dotted(yaml.safe_load(yaml.safe_dump(config)))
-    saved = _dotted(saved)
+    wanted = dotted_config(yaml.safe_load(yaml.safe_dump(config)))
+    saved = dotted_config(saved)
     differ = sorted(
         key for key in wanted.keys() | saved.keys() if wanted.get(key) != saved.get(key)
     )
@@ -317,17 +373,6 @@ def finished(config: dict, output: pathlib.Path) -> bool:
             f"({', '.join(differ)} differ); remove it or pass another --runs-dir."
         )
     return True
-
-
-def _dotted(config: dict, prefix: str = "") -> dict:
-    """`{"data.batch_size": 64, …}` from a nested config."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 FROM_SCRATCH = (
@@ -344,38 +389,40 @@ TEXT_LOOKUP = (
     "both from random weights."
 )
 RETRIEVAL_NOTE = (
-    "R@k over the whole test gallery (every emoji drawn by the test vendor; "
-    "queries are the CLDR texts) and over the held-out concepts only (never "
-    "seen in training). `dual`: unimodal embeddings; `rerank`: top-16 re-scored "
-    "by ITC logit + the graph's ITM log-odds. With several seeds: mean ± half the "
+    "R@k over the whole test gallery (`full`: every emoji drawn by the test "
+    "artist; queries are the CLDR texts), the same split by the query's "
+    "concept (`seen` in training, or held out: `unseen`; each against the "
+    "whole gallery), and over a gallery of the held-out concepts' drawings "
+    "alone (`held-out`: fewer wrong answers than `unseen` has). `dual`: unimodal "
+    "embeddings; `rerank`: top-16 re-scored by ITC logit + the graph's ITM "
+    "log-odds (none for the CLIP recipe, which trains no ITM head). `seeds`: "
+    "recorded / asked; several seeds give mean ± half the "
     "range. " + FROM_SCRATCH
 )
-
 VQA_NOTE = (
     "One question per scene of 2×2 emoji on a white canvas, at 64 px (the "
     "128 px recipe costs 4× the time: ResNet-18's 4×4 cells, each emoji on 2×2 "
-    "of them), drawn afresh each "
-    "training epoch from twitter's seen concepts; test scenes are google's "
-    "drawings (`test`) and google's drawings of held-out concepts only "
-    "(`held-out`). Accuracy over 25 answer classes, overall and per question "
-    "type (chance: where 25 %, exists 50 %, count 20 %; group has 10 classes). SimMIM "
-    "rows train in mixed_bfloat16, the baseline in float32; all from random "
-    "weights except the frozen MiniLM-L6 text tower, for the same epochs."
+    "of them), drawn afresh each training epoch (one scene per training "
+    "drawing) from the training artists' seen concepts; test scenes are "
+    "google's drawings (`test`) and google's drawings of held-out concepts "
+    "only (`held-out`). Accuracy over 25 answer classes, overall and per "
+    "question type (chance: where 25 %, exists 50 %, count 20 %; group has 10 "
+    "classes). SimMIM rows train in mixed_bfloat16, the baseline in float32; "
+    "all from random weights except the frozen MiniLM-L6 text tower, for the "
+    "same epochs."
 )
 
 
-def training_minutes(run_dir: str) -> float | None:
-    """Minutes the run's epochs took (`epochs.csv`), or None for a run made
-    before epochs were logged or timed."""
-    if not (pathlib.Path(run_dir) / EPOCH_LOG).is_file():
-        return None
-    seconds = epoch_history(run_dir).get(EPOCH_SECONDS)
+def training_minutes(record: dict) -> float | None:
+    """Minutes the recorded run's epochs took, or None for a run made before
+    epochs were timed."""
+    seconds = record["epoch_seconds"]
     return sum(seconds) / 60 if seconds else None
 
 
 def _cost(runs: list[dict]) -> str:
-    """The training minutes of a row's runs, all seeds together."""
-    minutes = [run[COST] for run in runs]
+    """The training minutes of a row's recorded runs, all seeds together."""
+    minutes = [training_minutes(run) for run in runs]
     if any(m is None for m in minutes):
         return "–"
     return f"{sum(minutes):.0f}"
@@ -388,50 +435,83 @@ def _mean_spread(values: list[float]) -> str:
     return f"{100 * mean:.1f} ± {50 * (max(values) - min(values)):.1f} %"
 
 
-def retrieval_rows(results: dict[str, list[dict]], direction: str) -> list[dict]:
-    rows = []
-    for name, runs in results.items():
-        for ranking in RANKINGS:
-            row = {"model": f"{name}, {ranking}", COST: _cost(runs)}
-            for gallery, short in zip(GALLERIES, ("full", "held-out"), strict=True):
-                for k in ("R@1", "R@5", "R@10"):
-                    row[f"{short} {k}"] = _mean_spread(
-                        [run["retrieval"][gallery][direction][ranking][k] for run in runs]
+def _row(name: str, runs: list[dict | None], values) -> dict:
+    """A table row of the recorded runs among `runs` (None: pending).
+
+    `values(recorded)` gives the row's value columns; with nothing recorded
+    the columns `values` would give read `pending`.
+    """
+    recorded = [run for run in runs if run is not None]
+    row = {"model": name, SEEDS: f"{len(recorded)}/{len(runs)}"}
+    if not recorded:
+        return {**row, COST: PENDING}
+    return {**row, COST: _cost(recorded), **values(recorded)}
+
+
+# (metrics gallery, column prefix, recalls): the whole gallery, its queries of
+# seen and of held-out concepts, and a gallery of the held-out concepts alone.
+RETRIEVAL_COLUMNS = (
+    ("test", "full", ("R@1", "R@5", "R@10")),
+    ("test_seen_queries", "seen", ("R@1",)),
+    ("test_held_out_queries", "unseen", ("R@1",)),
+    ("test_held_out", "held-out", ("R@1", "R@10")),
+)
+
+
+def retrieval_rows(
+    results: dict[str, list[dict | None]],
+    rankings: dict[str, tuple[str, ...]],
+    direction: str,
+) -> list[dict]:
+    def recalls(ranking):
+        def values(runs):
+            row = {}
+            for gallery, short, ks in RETRIEVAL_COLUMNS:
+                for k in ks:
+                    found = [
+                        run["metrics"]["retrieval"].get(gallery, {}).get(direction)
+                        for run in runs
+                    ]
+                    # None (shown as –): a record made before this gallery was measured.
+                    row[f"{short} {k}"] = (
+                        _mean_spread([f[ranking][k] for f in found])
+                        if all(found)
+                        else None
                     )
-            rows.append(row)
-    return rows
+            return row
 
+        return values
 
-def classification_rows(results: dict[str, list[dict]]) -> list[dict]:
     return [
-        {
-            "model": name,
-            COST: _cost(runs),
-            **{
-                f"{label} acc": _mean_spread([r["accuracy"][label] for r in runs])
-                for label in ("subgroup", "group")
-            },
-        }
+        _row(f"{name}, {ranking}", runs, recalls(ranking))
         for name, runs in results.items()
+        for ranking in rankings[name]
     ]
 
 
-def vqa_rows(results: dict[str, list[dict]]) -> list[dict]:
-    rows = []
-    for name, runs in results.items():
-        for gallery, short in (("test", "test"), ("test_held_out", "held-out")):
-            by_type = [run["vqa"][gallery] for run in runs]
-            rows.append(
-                {
-                    "model": f"{name}, {short}",
-                    COST: _cost(runs),
-                    **{
-                        kind: _mean_spread([r[kind] for r in by_type])
-                        for kind in by_type[0]
-                    },
-                }
-            )
-    return rows
+def classification_rows(results: dict[str, list[dict | None]]) -> list[dict]:
+    def accuracies(runs):
+        return {
+            f"{label} acc": _mean_spread([r["metrics"]["accuracy"][label] for r in runs])
+            for label in ("subgroup", "group")
+        }
+
+    return [_row(name, runs, accuracies) for name, runs in results.items()]
+
+
+def vqa_rows(results: dict[str, list[dict | None]]) -> list[dict]:
+    def accuracies(gallery):
+        def values(runs):
+            by_type = [run["metrics"]["vqa"][gallery] for run in runs]
+            return {kind: _mean_spread([r[kind] for r in by_type]) for kind in by_type[0]}
+
+        return values
+
+    return [
+        _row(f"{name}, {short}", runs, accuracies(gallery))
+        for name, runs in results.items()
+        for gallery, short in (("test", "test"), ("test_held_out", "held-out"))
+    ]
 
 
 if __name__ == "__main__":

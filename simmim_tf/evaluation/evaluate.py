@@ -2,7 +2,10 @@
 
 Retrieval metrics: `{"retrieval": {gallery: {direction: {ranking: {"R@1",
 "R@5", "R@10"}}}}}` with gallery `test` (every emoji the test artist draws) or
-`test_held_out` (concepts never seen in training), direction `text_to_image`
+`test_held_out` (concepts never seen in training), and the queries of `test`
+split by concept: `test_seen_queries` and `test_held_out_queries`, each
+against the whole gallery (how much of `test` the held-out concepts make),
+direction `text_to_image`
 or `image_to_text`, ranking `dual` (the towers' unimodal embeddings) or
 `rerank` (the top `finetune.rerank_k` re-scored by the graph).
 Classification metrics: `{"accuracy": {label: value}}`, plus `group` for a
@@ -27,6 +30,8 @@ from simmim_tf.evaluation.retrieval import recall_at_k
 from simmim_tf.training.data import SCENE_LABEL, make_batches
 
 GALLERIES = ("test", "test_held_out")
+# The queries of the whole `test` gallery, by whether their concept is held out.
+QUERY_SETS = {"test_seen_queries": False, "test_held_out_queries": True}
 DIRECTIONS = ("text_to_image", "image_to_text")
 RANKINGS = ("dual", "rerank")
 RECALL_AT = (1, 5, 10)
@@ -46,6 +51,7 @@ def evaluate_model(
         return classification_metrics(model, config, splits, preprocessor)
     metrics, grid_rankings = {}, {}
     rerank_k = {"dual": 0, "rerank": config["finetune"]["rerank_k"]}
+    held_out = held_out_examples(splits["test"], splits["test_held_out"])
     for gallery in GALLERIES:
         # Preprocessed once (cached) for both sides. Pair i is text i with
         # image i: each side is the other's gallery.
@@ -62,9 +68,15 @@ def evaluate_model(
                 found = model.search(
                     queries, items, k=max(RECALL_AT), rerank_k=rerank_k[ranking]
                 )
-                metrics.setdefault(gallery, {}).setdefault(direction, {})[ranking] = (
-                    recall_at_k(found["indices"], relevant, RECALL_AT)
-                )
+                query_sets = {gallery: np.ones(len(relevant), bool)}
+                if gallery == "test":
+                    query_sets.update(
+                        (name, held_out == wanted) for name, wanted in QUERY_SETS.items()
+                    )
+                for name, subset in query_sets.items():
+                    metrics.setdefault(name, {}).setdefault(direction, {})[ranking] = (
+                        recall_at_k(found["indices"][subset], relevant[subset], RECALL_AT)
+                    )
                 if gallery == "test" and direction == "text_to_image":
                     grid_rankings[ranking] = found["indices"]
     if run_dir is not None:
@@ -72,6 +84,16 @@ def evaluate_model(
             splits["test"], grid_rankings, run_dir, config["data"]["test_artist"]
         )
     return {"retrieval": metrics}
+
+
+def held_out_examples(test, test_held_out) -> np.ndarray:
+    """`[len(test)]` bool: which examples of `test` are of a concept in
+    `test_held_out` (by hexcode, the concept every artist shares)."""
+    hexcodes = {
+        split: list(ds.map(lambda e: e["hexcode"]).as_numpy_iterator())
+        for split, ds in (("test", test), ("held_out", test_held_out))
+    }
+    return np.isin(hexcodes["test"], hexcodes["held_out"])
 
 
 def classification_metrics(model, config: dict, splits, preprocessor) -> dict:
