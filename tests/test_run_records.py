@@ -15,6 +15,7 @@ import pytest
 from simmim_tf.evaluation import run_records
 from simmim_tf.evaluation.evaluate import write_metrics
 from simmim_tf.training.config import save_config
+from simmim_tf.training.data import load_splits
 from tests.conftest import load_tool
 
 RECALLS = {"R@1": 0.25, "R@5": 0.5, "R@10": 0.75}
@@ -96,6 +97,7 @@ def test_the_report_reads_a_recorded_row_without_its_run_and_trains_only_what_is
     runs = [first.run("retrieve", s) for s in range(2)]
     assert trained == ["retrieve-seed1"]
     assert (first.reused, first.made) == (["retrieve-seed0"], ["retrieve-seed1"])
+    assert first.training_seconds > 0 and "to train 1 run now" in first.wall_note()
     records = sorted(p.name for p in (tmp_path / "records").iterdir())
     assert records == ["retrieve-seed0.json", "retrieve-seed1.json"]
 
@@ -110,7 +112,10 @@ def test_the_report_reads_a_recorded_row_without_its_run_and_trains_only_what_is
     assert again.run("retrieve", 2) is None
     assert again.run("retrieve", 0, finetune={"epochs": 60}) is None
     assert again.pending == ["retrieve-seed2", "retrieve-seed0"]
-    assert "2 runs pending" in again.wall_note()
+    assert (
+        again.wall_note().startswith("on ") and "to train 0 runs now" in again.wall_note()
+    )
+    assert "2 runs pending" in again.wall_note() and again.training_seconds == 0
 
     rows = make_report.retrieval_rows(
         {"two of three": read_back + [None], "none yet": [None]},
@@ -146,3 +151,18 @@ def test_the_report_shows_a_figure_only_when_it_is_the_recorded_runs(report, tmp
     target.write_bytes(b"another run's png")
     assert elsewhere.figure(record, "retrieval_dual_google.png", target) is None
     assert elsewhere.figure(None, "retrieval_dual_google.png", target) is None
+
+
+def test_the_report_counts_each_artists_seen_and_held_out_drawings(tmp_path):
+    make_report = load_tool("make_report")
+    config = make_report.default_config(data={"data_dir": str(tmp_path / "tfds")})
+    rows = {row["artist"]: row for row in make_report.artist_rows(config)}
+    assert list(rows) == [*config["data"]["train_artists"], "google"]
+    assert [row["role"] for row in rows.values()] == ["train"] * 4 + ["test"]
+    splits, builder = load_splits(config)
+    for artist, row in rows.items():
+        drawings = builder.info.splits[artist].num_examples
+        assert row["seen concepts"] + row["held-out concepts"] == drawings
+    # The test artist's held-out drawings are the held-out gallery.
+    held_out_gallery = sum(1 for _ in splits["test_held_out"])
+    assert rows["google"]["held-out concepts"] == held_out_gallery > 0

@@ -25,6 +25,7 @@ another config is an error naming the keys that differ).
 
 import argparse
 import copy
+import json
 import os
 import pathlib
 import shlex
@@ -32,6 +33,7 @@ import sys
 import time
 
 import numpy as np
+import tensorflow_datasets as tfds
 import yaml
 
 from simmim_tf import jobs
@@ -49,6 +51,8 @@ from simmim_tf.evaluation.run_records import (
 )
 from simmim_tf.hashing import sha256_file
 from simmim_tf.training.config import DEFAULT_CONFIG, default_config, load_config
+from simmim_tf.training.data import load_splits
+from simmim_tf.training.splits import concept_held_out
 
 CLIP_RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs" / "clip_96px.yaml"
 VQA_IMAGE_SIZE = 64
@@ -82,6 +86,9 @@ class Report:
         self.recorded_only = recorded_only
         self.made, self.reused, self.pending = [], [], []
         self.histories = {}
+        # Only the runs trained now: reading records back takes seconds, and a
+        # report made from records alone regenerates byte for byte.
+        self.training_seconds = 0.0
 
     def config(self, name: str, seed: int = 0, recipe=None, **sections) -> dict:
         """`base`, then the `recipe` file, then `sections`' values, for one run."""
@@ -115,7 +122,9 @@ class Report:
             self.pending.append(run_name)
             return None
         else:
+            start = time.perf_counter()
             jobs.run_finetune(config)
+            self.training_seconds += time.perf_counter() - start
             record = self._record_of(config, record_file, None)
             self.made.append(run_name)
         if seed == 0:
@@ -143,18 +152,14 @@ class Report:
         return None
 
     def wall_note(self) -> str:
-        """What the wall time covers: runs trained now, read back, and pending."""
-        parts = []
-        if self.made:
-            parts.append(
-                f"on {os.cpu_count()} CPU cores to train {_runs(len(self.made))}"
-            )
+        """What the wall time covers (the runs trained now), what was read
+        back, and what is pending."""
+        note = f"on {os.cpu_count()} CPU cores to train {_runs(len(self.made))} now"
         if self.reused:
-            parts.append(
-                f"to read back {_runs(len(self.reused))} from the records"
-                f" in {self.records_dir}"
+            note += (
+                f"; {_runs(len(self.reused))} read back from the records in "
+                f"{self.records_dir} (their own minutes are in `train min`)"
             )
-        note = "; ".join(parts)
         if self.pending:
             note += (
                 f"; {_runs(len(self.pending))} pending (not trained yet, "
@@ -199,9 +204,13 @@ def main() -> None:
         "improving long before cross-artist recall does)",
     )
     parser.add_argument("--seeds", type=int, default=2, help="seeds of the key rows")
+    parser.add_argument(
+        "--recall-vs-steps",
+        default="docs/recall_vs_steps",
+        help="tools/recall_vs_steps.py's output (.png and .json), shown when there",
+    )
     args = parser.parse_args()
 
-    start = time.perf_counter()
     base = default_config(
         data=dict(manual_dir=args.manual_dir, data_dir=args.data_dir),
         finetune=dict(patience=args.patience),
@@ -279,6 +288,16 @@ def main() -> None:
 
     out_dir = pathlib.Path(args.out).parent
     figures = []
+    curve = pathlib.Path(args.recall_vs_steps)
+    if curve.with_suffix(".png").is_file():
+        command_of_curve = json.loads(curve.with_suffix(".json").read_text())["command"]
+        figures.append(
+            (
+                f"text→image recall on google against optimizer steps, per training "
+                f"set (`{command_of_curve}`)",
+                str(curve.with_suffix(".png")),
+            )
+        )
     if report.histories:
         curves = out_dir / "results_training_curves.png"
         plot_training_curves(report.histories, curves)
@@ -319,6 +338,7 @@ def main() -> None:
         args.out,
         title="simmim_tf results: train on open artists, test on google artwork",
         sections=[
+            ("The artists", artist_rows(base), ARTISTS_NOTE),
             (
                 "Text → image retrieval",
                 retrieval_rows(retrieval, rankings, "text_to_image"),
@@ -342,12 +362,38 @@ def main() -> None:
             ("Questions about emoji scenes (test artist)", vqa_rows(answers), VQA_NOTE),
         ],
         command=command,
-        wall_seconds=time.perf_counter() - start,
+        wall_seconds=report.training_seconds,
         wall_note=report.wall_note(),
         notes=pathlib.Path(args.notes).read_text() if args.notes else "",
         images=figures,
     )
     print(f"wrote {args.out}")
+
+
+def artist_rows(config: dict) -> list[dict]:
+    """One row per artist of the protocol: its package, licence, coverage,
+    and how many of its drawings are of seen and of held-out concepts."""
+    data = config["data"]
+    _, builder = load_splits(config)
+    split = dict(fraction=data["held_out_fraction"], seed=data["split_seed"])
+    rows = []
+    for artist, meta in builder.info.metadata["artists"].items():
+        labels = builder.as_dataset(
+            split=artist, decoders={"image": tfds.decode.SkipDecoding()}
+        ).map(lambda example: example["label"])
+        held_out = concept_held_out(np.fromiter(labels.as_numpy_iterator(), int), **split)
+        rows.append(
+            {
+                "artist": artist,
+                "role": "test" if artist == data["test_artist"] else "train",
+                "package": f"`{meta['package']}`",
+                "licence": meta["licence"],
+                "drawn": f"{meta['drawn']} of {meta['of']}",
+                "seen concepts": int(np.sum(~held_out.numpy())),
+                "held-out concepts": int(np.sum(held_out.numpy())),
+            }
+        )
+    return rows
 
 
 def finished(config: dict, output: pathlib.Path) -> bool:
@@ -375,6 +421,14 @@ def finished(config: dict, output: pathlib.Path) -> bool:
     return True
 
 
+ARTISTS_NOTE = (
+    "Training uses the seen concepts of the training artists; the held-out "
+    "concepts (the same for every artist, `data.split_seed`) of the training "
+    "artists are the validation split, and the test artist's drawings are "
+    "the test galleries: all of them (`full`), and those of held-out concepts "
+    "(`held-out`). Coverage counts the emoji of emojibase-data 17.0.0 "
+    "(CLDR, no skin-tone variants) each package draws."
+)
 FROM_SCRATCH = (
     '"From scratch": the ResNet image tower, the projections and the graph start '
     "from random weights; the text tower is always the pretrained MiniLM-L6, "
