@@ -45,7 +45,9 @@ class EmojiScenesConfig(tfds.core.BuilderConfig):
     """The scenes of a run config's `data` section (its `SCENE_KEYS`, and
     `manual_dir` / `data_dir` for the drawings)."""
 
-    data: dict = dataclasses.field(default_factory=lambda: DEFAULT_CONFIG["data"])
+    data: dict = dataclasses.field(
+        default_factory=lambda: copy.deepcopy(DEFAULT_CONFIG["data"])
+    )
 
 
 class EmojiScenes(tfds.core.GeneratorBasedBuilder):
