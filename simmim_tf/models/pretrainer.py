@@ -117,7 +117,7 @@ class SimMIMPretrainer(keras.Model):
         self.loss_weights_by_name = weights
         self.initial_temperature = initial_temperature
         self.itm_stop_gradient = itm_stop_gradient
-        # Losses computed and logged but left out of the total for now
+        # Losses computed and logged but left out of the trained total for now
         # (`simmim_tf.training.callbacks.LossWarmup`); read when a step is traced.
         self.paused_losses: set[str] = set()
 
@@ -241,7 +241,10 @@ class SimMIMPretrainer(keras.Model):
     ):
         total = 0.0
         for name, value in y_pred.items():
-            if name not in self.paused_losses:
+            # A paused loss leaves the trained total only: the validation
+            # total counts every loss, epoch after epoch (what a checkpoint
+            # monitors compares like with like).
+            if not (training and name in self.paused_losses):
                 total += self.loss_weights_by_name[name] * value
             self.trackers[name].update_state(value)
         self.trackers["total"].update_state(total)

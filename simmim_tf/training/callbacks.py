@@ -266,10 +266,10 @@ class LossWarmup(keras.callbacks.Callback):
     For ALBEF's order: ITC aligns the towers first, then ITM learns from the
     hard negatives those aligned embeddings pick. The loss is still computed
     and logged every epoch (its curve shows what it would be); only the total
-    that is trained on leaves it out. The model is a `SimMIMPretrainer` or a
-    task that trains one as `objectives` (`SimMIMRetriever`). Which losses
-    count is fixed when a step is traced, so the train and test steps are
-    traced again when it changes: twice a run.
+    that is trained on leaves it out, and the validation total counts it all
+    along. The model is a `SimMIMPretrainer` or a task that trains one as
+    `objectives` (`SimMIMRetriever`). Which losses count is fixed when a step
+    is traced, so the train step is traced again when it changes: twice a run.
 
     Args:
         loss: str. A loss name, e.g. `"itm"`.
@@ -298,7 +298,6 @@ class LossWarmup(keras.callbacks.Callback):
             else:
                 paused.discard(self.loss)
             self.model.make_train_function(force=True)
-            self.model.make_test_function(force=True)
 
     def on_train_end(self, logs=None):
         self._objectives().paused_losses.discard(self.loss)
