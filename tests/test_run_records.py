@@ -46,10 +46,8 @@ def report(tmp_path):
     make_report = load_tool("make_report")
     base = make_report.default_config()
 
-    def new_report(recorded_only=False, runs="runs"):
-        return make_report.Report(
-            base, tmp_path / runs, tmp_path / "records", recorded_only
-        )
+    def new_report(train=None, runs="runs"):
+        return make_report.Report(base, tmp_path / runs, tmp_path / "records", train)
 
     return make_report, new_report
 
@@ -103,7 +101,7 @@ def test_the_report_reads_a_recorded_row_without_its_run_and_trains_only_what_is
 
     # Another machine: the records, no run folders. Nothing trains.
     monkeypatch.setattr(make_report.jobs, "run_finetune", None)
-    again = new_report(recorded_only=True, runs="other_runs")
+    again = new_report(train=(), runs="other_runs")
     read_back = [again.run("retrieve", s) for s in range(2)]
     strip = [{k: v for k, v in r.items() if k != "run_name"} for r in runs]
     assert [{k: v for k, v in r.items() if k != "run_name"} for r in read_back] == strip
@@ -116,6 +114,12 @@ def test_the_report_reads_a_recorded_row_without_its_run_and_trains_only_what_is
         again.wall_note().startswith("on ") and "to train 0 runs now" in again.wall_note()
     )
     assert "2 runs pending" in again.wall_note() and again.training_seconds == 0
+    # Asked to train one of them by name: only that one trains.
+    monkeypatch.setattr(make_report.jobs, "run_finetune", run_finetune)
+    named = new_report(train=("retrieve-seed2",), runs="other_runs")
+    assert named.run("retrieve", 3) is None and named.run("retrieve", 2) is not None
+    assert trained == ["retrieve-seed1", "retrieve-seed2"]
+    assert named.pending == ["retrieve-seed3"]
 
     rows = make_report.retrieval_rows(
         {"two of three": read_back + [None], "none yet": [None]},
@@ -145,7 +149,7 @@ def test_the_report_shows_a_figure_only_when_it_is_the_recorded_runs(report, tmp
     assert target.read_bytes() == b"a png of this run"
     assert made.figure(record, "vqa_google.png", tmp_path / "docs" / "v.png") is None
     # Without the run folder the copy is kept while it is this run's.
-    elsewhere = new_report(recorded_only=True, runs="other_runs")
+    elsewhere = new_report(train=(), runs="other_runs")
     record = elsewhere.run("retrieve", 0)
     assert elsewhere.figure(record, "retrieval_dual_google.png", target) == str(target)
     target.write_bytes(b"another run's png")

@@ -17,7 +17,8 @@ config, data digest, metrics, history and epoch seconds) in `--records`,
 which is committed: the report reads its rows from the records, and trains
 only the runs that have none, or whose record another config or other data
 made. The runs take hours on a CPU; `--recorded-only` trains nothing and
-shows the missing runs as pending, so a report can grow a row at a time.
+shows the missing runs as pending, and `--train RUN…` trains only the named
+ones, so a report can grow a row at a time.
 Run folders go to `--runs-dir`; rerunning resumes unfinished runs and reuses
 finished ones whose saved config is the one asked for (a finished run of
 another config is an error naming the keys that differ).
@@ -76,14 +77,16 @@ class Report:
         base: dict. The config every run starts from.
         runs_dir: path. Where run folders go.
         records_dir: path. Where run records go (one `{run}.json` each).
-        recorded_only: bool. Train nothing: a run without a record is pending.
+        train: tuple of str, or None. Which runs without a record train: those
+            whose name starts with one of these (`()`: none); None: all. The
+            others are pending.
     """
 
-    def __init__(self, base: dict, runs_dir, records_dir, recorded_only: bool):
+    def __init__(self, base: dict, runs_dir, records_dir, train=None):
         self.base = base
         self.runs_dir = pathlib.Path(runs_dir)
         self.records_dir = pathlib.Path(records_dir)
-        self.recorded_only = recorded_only
+        self.train = None if train is None else tuple(train)
         self.made, self.reused, self.pending = [], [], []
         self.histories = {}
         # Only the runs trained now: reading records back takes seconds, and a
@@ -113,7 +116,7 @@ class Report:
             self.reused.append(run_name)
         elif record is not None and not record_differences(record, config):
             self.reused.append(run_name)
-        elif self.recorded_only:
+        elif self.train is not None and not run_name.startswith(self.train):
             if record is not None:
                 print(
                     f"{record_file} was made by another run "
@@ -162,8 +165,8 @@ class Report:
             )
         if self.pending:
             note += (
-                f"; {_runs(len(self.pending))} pending (not trained yet, "
-                f"`--recorded-only`): {', '.join(self.pending)}"
+                f"; {_runs(len(self.pending))} pending (not trained in this "
+                f"invocation): {', '.join(self.pending)}"
             )
         return note
 
@@ -182,6 +185,13 @@ def main() -> None:
         "--recorded-only",
         action="store_true",
         help="train nothing: rows without records are shown as pending",
+    )
+    parser.add_argument(
+        "--train",
+        nargs="+",
+        metavar="RUN",
+        help="train only the runs without a record whose names start with these "
+        "(e.g. retrieve-clip-k2 vqa-k0-seed1); the others are pending",
     )
     parser.add_argument("--out", default="docs/results.md")
     parser.add_argument(
@@ -215,7 +225,9 @@ def main() -> None:
         data=dict(manual_dir=args.manual_dir, data_dir=args.data_dir),
         finetune=dict(patience=args.patience),
     )
-    report = Report(base, args.runs_dir, args.records, args.recorded_only)
+    report = Report(
+        base, args.runs_dir, args.records, () if args.recorded_only else args.train
+    )
     run = report.run
     seeds, one = range(args.seeds), range(1)
 
