@@ -39,12 +39,11 @@ import yaml
 
 from simmim_tf import jobs
 from simmim_tf.atomic import atomic_write_bytes
-from simmim_tf.evaluation.evaluate import RANKINGS
+from simmim_tf.evaluation.evaluate import RANKINGS, metrics_path
 from simmim_tf.evaluation.plots import plot_training_curves
 from simmim_tf.evaluation.report import write_results_markdown
 from simmim_tf.evaluation.run_records import (
-    dotted_config,
-    finished_run_output,
+    config_differences,
     read_record,
     record_differences,
     run_record,
@@ -111,16 +110,17 @@ class Report:
         run_name = pathlib.Path(config["run_dir"]).name
         record_file = self.records_dir / f"{run_name}.json"
         record = read_record(record_file)
-        if finished(config, finished_run_output(config)):
+        differ = None if record is None else record_differences(record, config)
+        if finished(config, metrics_path(config["run_dir"], config)):
             record = self._record_of(config, record_file, record)
             self.reused.append(run_name)
-        elif record is not None and not record_differences(record, config):
+        elif differ == []:
             self.reused.append(run_name)
         elif self.train is not None and not run_name.startswith(self.train):
-            if record is not None:
+            if differ:
                 print(
                     f"{record_file} was made by another run "
-                    f"({', '.join(record_differences(record, config))} differ): pending"
+                    f"({', '.join(differ)} differ): pending"
                 )
             self.pending.append(run_name)
             return None
@@ -420,11 +420,7 @@ def finished(config: dict, output: pathlib.Path) -> bool:
     saved = load_config(
         pathlib.Path(config["run_dir"]) / "config.yaml", defaults=DEFAULT_CONFIG
     )
-    wanted = dotted_config(yaml.safe_load(yaml.safe_dump(config)))
-    saved = dotted_config(saved)
-    differ = sorted(
-        key for key in wanted.keys() | saved.keys() if wanted.get(key) != saved.get(key)
-    )
+    differ = config_differences(yaml.safe_load(yaml.safe_dump(config)), saved)
     if differ:
         raise ValueError(
             f"{config['run_dir']} holds a finished run of another config "

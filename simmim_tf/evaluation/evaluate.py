@@ -58,6 +58,11 @@ def evaluate_model(
         batches = make_batches(config, splits[gallery], preprocessor).cache()
         encoded = {m: model.index(batches, m) for m in ("image", "text")}
         relevant = np.arange(len(encoded["image"]))
+        query_sets = {gallery: np.ones(len(relevant), bool)}
+        if gallery == "test":
+            query_sets.update(
+                (name, held_out == wanted) for name, wanted in QUERY_SETS.items()
+            )
         for direction in DIRECTIONS:
             queries, items = (
                 (encoded["text"], encoded["image"])
@@ -68,11 +73,6 @@ def evaluate_model(
                 found = model.search(
                     queries, items, k=max(RECALL_AT), rerank_k=rerank_k[ranking]
                 )
-                query_sets = {gallery: np.ones(len(relevant), bool)}
-                if gallery == "test":
-                    query_sets.update(
-                        (name, held_out == wanted) for name, wanted in QUERY_SETS.items()
-                    )
                 for name, subset in query_sets.items():
                     metrics.setdefault(name, {}).setdefault(direction, {})[ranking] = (
                         recall_at_k(found["indices"][subset], relevant[subset], RECALL_AT)

@@ -21,7 +21,7 @@ import pathlib
 
 from simmim_tf.atomic import atomic_write_text
 from simmim_tf.data.emoji_text import SAMPLE_DIR, sources_digest
-from simmim_tf.evaluation.evaluate import metrics_path, read_metrics
+from simmim_tf.evaluation.evaluate import read_metrics
 from simmim_tf.hashing import sha256_file
 from simmim_tf.training.callbacks import EPOCH_LOG, EPOCH_SECONDS, epoch_history
 from simmim_tf.training.data import training_artists
@@ -78,14 +78,8 @@ def run_record(config: dict, figures: tuple[str, ...] = ()) -> dict:
 def record_differences(record: dict, config: dict) -> list[str]:
     """The dotted config keys (and `data_digest`) where `record` was not made
     by `config`; empty when the record is `config`'s run."""
-    wanted, recorded = (
-        dotted_config(json.loads(json.dumps(c)))
-        for c in (measured_config(config), record["config"])
-    )
-    differ = sorted(
-        key
-        for key in wanted.keys() | recorded.keys()
-        if wanted.get(key) != recorded.get(key)
+    differ = config_differences(
+        json.loads(json.dumps(measured_config(config))), record["config"]
     )
     if record.get("data_digest") != data_digest(config):
         differ.append("data_digest")
@@ -103,9 +97,13 @@ def read_record(path: str | os.PathLike) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def finished_run_output(config: dict) -> pathlib.Path:
-    """The file whose presence means the run of `config` finished: its metrics."""
-    return metrics_path(config["run_dir"], config)
+def config_differences(first: dict, second: dict) -> list[str]:
+    """The dotted keys (sorted) whose values differ between two nested configs,
+    a key missing from one of them included."""
+    first, second = dotted_config(first), dotted_config(second)
+    return sorted(
+        key for key in first.keys() | second.keys() if first.get(key) != second.get(key)
+    )
 
 
 def dotted_config(config: dict, prefix: str = "") -> dict:
